@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One-time set-up of everything the project needs, pinned. Idempotent: re-running skips what is done.
+# System packages (Debian 12): fluidsynth + the two training soundfonts, and Chromium for browser tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES="fluidsynth=2.3.1-2 libfluidsynth3=2.3.1-2 fluid-soundfont-gm=3.1-5.3 \
+musescore-general-soundfont=0.2.1-1 chromium=156.0.8078.108-1~deb12u1"
+missing=0
+for pkg in $APT_PACKAGES; do
+  name=${pkg%%=*}; want=${pkg#*=}
+  have=$(dpkg-query -W -f='${Version}' "$name" 2>/dev/null || true)
+  [ "$have" = "$want" ] || missing=1
+done
+if [ "$missing" = 1 ]; then
+  echo "setup: installing system packages (fluidsynth, soundfonts, chromium)"
+  apt-get update -q
+  # chromium's exact version can move with Debian security updates: fall back to the current one
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $APT_PACKAGES \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+       fluidsynth fluid-soundfont-gm musescore-general-soundfont chromium
+fi
+
+# Python: a venv with exact pins (torch is the CPU wheel, never the multi-GB CUDA build)
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ] || ! cmp -s requirements.lock .venv/.requirements.lock; then
+  echo "setup: creating .venv from requirements.lock"
+  "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade "pip==24.3.1"
+  .venv/bin/python -m pip install -q --extra-index-url https://download.pytorch.org/whl/cpu \
+    -r requirements.lock
+  # basic-pitch is a peer in benchmarks only: its ONNX model, none of its (TensorFlow) dependencies
+  .venv/bin/python -m pip install -q --no-deps "basic-pitch==0.4.0"
+  cp requirements.lock .venv/.requirements.lock
+fi
+.venv/bin/python -m pip install -q --no-deps -e . >/dev/null
+
+# Web: onnxruntime-web and pyodide from npm, pinned by package-lock.json
+if [ -f package.json ] && { [ ! -d node_modules ] || ! cmp -s package-lock.json node_modules/.package-lock.copy; }; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+  cp package-lock.json node_modules/.package-lock.copy
+fi
+echo "setup: ready"

@@ -1,0 +1,26 @@
+# timbreamt: `make demo` sets up and transcribes the bundled example; `make test` sets up and runs every test.
+PY := .venv/bin/python
+TIMBREAMT := .venv/bin/timbreamt
+EXAMPLE := ../shared/data/reference/three_mix.wav
+DEMO_OUT := demo-output
+
+.PHONY: setup demo test test-fast bench eval web clean
+
+setup:
+	bash .ci/setup.sh
+
+demo: setup
+	$(TIMBREAMT) transcribe $(EXAMPLE) -o $(DEMO_OUT) --instruments 3 --format midi,json,csv --overwrite
+	@echo "demo: outputs are in $(abspath $(DEMO_OUT))/"
+
+test: setup
+	$(PY) -m pytest -q -rs
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not browser"
+
+bench: setup
+	$(TIMBREAMT) bench
+
+clean:
+	rm -rf $(DEMO_OUT) build dist .pytest_cache

@@ -1,0 +1,79 @@
+"""The Python half of the browser worker (numpy only, runs in Pyodide).
+
+The worker (web/worker.js) runs the ONNX graph with onnxruntime-web on the windows planned here, hands
+each window's maps to ``BrowserJob.add`` and gets the Transcription JSON and MIDI bytes from here, so
+the page decodes and clusters with the very code the CLI uses.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .chunks import CONTEXT_FRAMES, CORE_FRAMES, INPUT_RATE, N_PITCHES, DecodeOptions, MapAccumulator, n_frames, plan_windows
+from .midi import midi_bytes
+
+
+class BrowserJob:
+    """One transcription: plan windows for ``n_samples`` at 44.1 kHz, accumulate, finish."""
+
+    def __init__(self, n_samples: int, model: str, has_embedding: bool, instruments, sample_rate: int,
+                 onset_threshold: float, frame_threshold: float, min_note_frames: int, energy_tolerance: int = 11,
+                 core_frames: int = CORE_FRAMES, context_frames: int = CONTEXT_FRAMES) -> None:
+        if int(n_samples) <= 0:
+            raise ValueError("audio is empty (0 samples)")
+        if instruments in ("auto", None):
+            self.instruments = instruments
+        else:
+            self.instruments = int(instruments)
+            if self.instruments < 1:
+                raise ValueError(f"instruments must be >= 1 or 'auto', got {instruments}")
+        if not has_embedding:
+            if isinstance(self.instruments, int) and self.instruments > 1:
+                raise ValueError(f"{model} has no timbre embedding: it cannot separate {self.instruments} "
+                                 "instruments (use the septimbre model)")
+            self.instruments = None
+        if self.instruments == 1:
+            self.instruments = None
+        self.n_samples = int(n_samples)
+        self.model = str(model)
+        self.sample_rate = int(sample_rate)
+        self.windows = plan_windows(self.n_samples, int(core_frames), int(context_frames))
+        options = DecodeOptions(float(onset_threshold), float(frame_threshold), int(min_note_frames), int(energy_tolerance))
+        self.acc = MapAccumulator(options, with_embedding=has_embedding and self.instruments is not None)
+        self.result = None
+
+    def window_list(self) -> list[list[int]]:
+        """[[in_start, in_end, core_start, core_end], ...] for the JS side."""
+        return [[w.in_start, w.in_end, w.core_start, w.core_end] for w in self.windows]
+
+    def add(self, index: int, frames: int, onset, frame, embedding=None) -> None:
+        """Maps of window ``index`` as flat float32 buffers: onset/frame (84 * frames), embedding
+        (12 * 84 * frames) or None."""
+        shape = (N_PITCHES, int(frames))
+        o = _float32(onset).reshape(shape)
+        f = _float32(frame).reshape(shape)
+        e = None
+        if embedding is not None and self.acc.with_embedding:
+            e = _float32(embedding).reshape((-1,) + shape)
+        self.acc.add(self.windows[int(index)], o, f, e)
+
+    def finish(self) -> str:
+        """The Transcription JSON (as the CLI writes it, without indentation)."""
+        self.result = self.acc.finish(self.model, self.sample_rate, self.n_samples / INPUT_RATE, self.instruments)
+        self.acc = None   # free the maps
+        return json.dumps({**self.result.to_dict(), "warnings": self.result.warnings})
+
+    def midi(self) -> bytes:
+        return midi_bytes(self.result)
+
+
+def _float32(buf) -> np.ndarray:
+    """A Float32Array from JS (a JsProxy: copied into Python memory once) or any buffer -> ndarray."""
+    if hasattr(buf, "to_py"):
+        buf = buf.to_py()
+    return np.frombuffer(buf, dtype=np.float32)
+
+
+def frames_for(n_samples: int) -> int:
+    return n_frames(int(n_samples))

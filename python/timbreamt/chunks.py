@@ -1,0 +1,180 @@
+"""Chunked inference bookkeeping and the post-processing pipeline (numpy only; runs in Pyodide).
+
+The model runs on windows of the 44.1 kHz audio: a core of CORE_FRAMES frames plus CONTEXT_FRAMES of
+context on each side (cut at the file's ends, never zero-padded, so the first and last chunks see the
+file's edges exactly as whole-file inference does). Core frames of the windows tile the file; since
+every layer of our graphs is local, stitched maps equal whole-file maps.
+
+``MapAccumulator`` takes each window's output and keeps only what decoding needs, in bounded memory:
+the frame map as float16 (84 x frames: 52 MB per hour), the onset peaks (sparse), and for Septimbre
+the embeddings of active cells only (sparse, float16). ``finish`` decodes notes and clusters them into
+tracks. The CLI and the browser both use this class, so they agree note for note.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import cluster, notes
+from .transcription import Note, Track, Transcription
+
+INPUT_RATE = 44100
+HOP_INPUT = 512                     # input samples per frame (hop 256 at 22050 Hz)
+FRAMES_PER_SECOND = INPUT_RATE / HOP_INPUT
+CORE_FRAMES = 2048                  # ~23.8 s
+CONTEXT_FRAMES = 258                # ~3.0 s: covers the receptive field of our graphs
+N_PITCHES = 84
+PEAK_MARGIN = 3                     # frames of context needed by inferred onsets + peak picking
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model run: input samples [in_start, in_end) give frames [frame_start, ...) of which
+    [core_start, core_end) are kept."""
+
+    in_start: int
+    in_end: int
+    core_start: int
+    core_end: int
+
+    @property
+    def frame_start(self) -> int:
+        return self.in_start // HOP_INPUT
+
+
+def n_frames(n_samples: int) -> int:
+    """Frames the graph gives for ``n_samples`` input samples at 44.1 kHz."""
+    if n_samples <= 0:
+        return 0
+    n22 = (n_samples + 1) // 2
+    return (n22 - 1) // 256 + 1
+
+
+def plan_windows(n_samples: int, core_frames: int = CORE_FRAMES, context_frames: int = CONTEXT_FRAMES) -> list[Window]:
+    """Windows covering ``n_samples`` input samples (44.1 kHz). Starts are multiples of HOP_INPUT."""
+    if n_samples < 0:
+        raise ValueError(f"n_samples must be >= 0, got {n_samples}")
+    if core_frames < 1 or context_frames < 0:
+        raise ValueError("core_frames must be >= 1 and context_frames >= 0")
+    total = n_frames(n_samples)
+    windows = []
+    for core_start in range(0, total, core_frames):
+        core_end = min(core_start + core_frames, total)
+        in_start = max(0, core_start - context_frames) * HOP_INPUT
+        in_end = min(n_samples, (core_end + context_frames) * HOP_INPUT)
+        windows.append(Window(in_start, in_end, core_start, core_end))
+    return windows
+
+
+@dataclass
+class DecodeOptions:
+    onset_threshold: float = 0.5
+    frame_threshold: float = 0.3
+    min_note_frames: int = 6
+    energy_tolerance: int = 11
+    melodia: bool = True
+
+    def validate(self) -> None:
+        notes._validate_thresholds(self.onset_threshold, self.frame_threshold, self.min_note_frames,
+                                   self.energy_tolerance)
+
+
+class MapAccumulator:
+    """Collects window outputs in order (the file's length need not be known: a header can lie);
+    ``finish`` returns tracks."""
+
+    def __init__(self, options: DecodeOptions, with_embedding: bool = False) -> None:
+        options.validate()
+        self.options = options
+        self.frame_blocks: list[np.ndarray] = []
+        self.peak_rows: list[np.ndarray] = []
+        self.peak_frames: list[np.ndarray] = []
+        self.with_embedding = with_embedding
+        self.cell_keys: list[np.ndarray] = []
+        self.cell_emb: list[np.ndarray] = []
+        self.cell_w: list[np.ndarray] = []
+        self.next_frame = 0
+
+    def add(self, window: Window, onset: np.ndarray, frame: np.ndarray, embedding: np.ndarray | None = None) -> None:
+        """Add one window's maps: onset, frame (84, F) and embedding (12, 84, F) for the window's frames
+        starting at window.frame_start (F may include frames past the core)."""
+        if window.core_start != self.next_frame:
+            raise ValueError(f"windows must arrive in order: expected core start {self.next_frame}, "
+                             f"got {window.core_start}")
+        if onset.shape != frame.shape or onset.ndim != 2 or onset.shape[0] != N_PITCHES:
+            raise ValueError(f"onset/frame maps must be (84, frames), got {onset.shape} and {frame.shape}")
+        if not (np.isfinite(onset).all() and np.isfinite(frame).all()):
+            raise ValueError("the model returned NaN or infinite probabilities")
+        lo = window.core_start - window.frame_start
+        hi = window.core_end - window.frame_start
+        if hi > frame.shape[1]:
+            raise ValueError(f"window gives {frame.shape[1]} frames, needs {hi}")
+        core_frame = frame[:, lo:hi].astype(np.float16)
+        self.frame_blocks.append(core_frame)
+        # onset peaks of the core, computed with a few frames of context on each side
+        a, b = max(0, lo - PEAK_MARGIN), min(frame.shape[1], hi + PEAK_MARGIN)
+        # round through float16 like the stored frame map, so peaks match a whole-file decode
+        fr = frame[:, a:b].astype(np.float16).astype(np.float32)
+        on = onset[:, a:b].astype(np.float16).astype(np.float32)
+        # (inferred onsets are exact from the slice's third frame on, and the margin covers that)
+        inferred = notes.inferred_onsets(on, fr)
+        rows, times = notes.onset_peaks(inferred, self.options.onset_threshold)
+        times = times + a + window.frame_start
+        keep = (times >= window.core_start) & (times < window.core_end)
+        self.peak_rows.append(rows[keep])
+        self.peak_frames.append(times[keep])
+        if self.with_embedding:
+            if embedding is None:
+                raise ValueError("this model has no embedding output")
+            active = core_frame.astype(np.float32) >= self.options.frame_threshold      # (84, core)
+            t_idx, p_idx = np.nonzero(active.T)                                          # time-major
+            emb = embedding[:, :, lo:hi]
+            self.cell_keys.append((t_idx + window.core_start).astype(np.int64) * N_PITCHES + p_idx)
+            self.cell_emb.append(emb[:, p_idx, t_idx].T.astype(np.float16))
+            self.cell_w.append(core_frame[p_idx, t_idx].astype(np.float32))
+        self.next_frame = window.core_end
+
+    def decode(self) -> np.ndarray:
+        """Note events (notes.NOTE_DTYPE) of the whole file."""
+        o = self.options
+        frame = np.concatenate(self.frame_blocks, axis=1) if self.frame_blocks else np.zeros((N_PITCHES, 0), np.float16)
+        self.frame_blocks = [frame]
+        rows = np.concatenate(self.peak_rows) if self.peak_rows else np.zeros(0, np.int64)
+        times = np.concatenate(self.peak_frames) if self.peak_frames else np.zeros(0, np.int64)
+        order = np.lexsort((rows, times))
+        return notes.decode_from_peaks(rows[order], times[order], frame, o.frame_threshold,
+                                       o.min_note_frames, o.energy_tolerance, o.melodia)
+
+    def finish(self, model: str, sample_rate: int, duration: float, instruments: int | str | None = None,
+               hop_seconds: float = 1 / FRAMES_PER_SECOND) -> Transcription:
+        """Decode, cluster into ``instruments`` tracks (an int, 'auto', or None/1 for one track)."""
+        events = self.decode()
+        warnings: list[str] = []
+        labels = np.zeros(len(events), dtype=np.int64)
+        k = 1
+        if instruments not in (None, 1):
+            if not self.with_embedding:
+                raise ValueError("separating instruments needs a model with an embedding output (septimbre)")
+            keys = np.concatenate(self.cell_keys) if self.cell_keys else np.zeros(0, np.int64)
+            emb = np.concatenate(self.cell_emb) if self.cell_emb else np.zeros((0, 12), np.float16)
+            w = np.concatenate(self.cell_w) if self.cell_w else np.zeros(0, np.float32)
+            order = np.argsort(keys, kind="stable")
+            note_emb = cluster.note_embeddings(keys[order], emb[order].astype(np.float32), w[order],
+                                               events["start"], events["end"], events["pitch"] - notes.MIDI_MIN)
+            if instruments == "auto":
+                k = max(1, cluster.estimate_k(note_emb))
+            else:
+                k = int(instruments)
+                if k < 1:
+                    raise ValueError(f"instruments must be >= 1 or 'auto', got {instruments}")
+                if k > len(events):
+                    warnings.append(f"asked for {k} instruments but only {len(events)} notes were found: "
+                                    f"{k - len(events)} track(s) stay empty")
+            labels = cluster.spectral_labels(note_emb, k) if len(events) else labels
+        tracks = [Track(f"Instrument {i + 1}" if k > 1 else "Notes") for i in range(max(k, 1))]
+        velocities = notes.velocity_from_amplitude(events["amplitude"])
+        for ev, label, vel in zip(events, labels, velocities):
+            tracks[int(label)].notes.append(Note(int(ev["pitch"]), round(float(ev["start"] * hop_seconds), 6),
+                                                 round(float(ev["end"] * hop_seconds), 6), int(vel)))
+        return Transcription(model, int(sample_rate), float(duration), tracks, warnings)

@@ -1,0 +1,233 @@
+"""Command line: argument parsing and printing only; the work lives in the stage modules."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import TimbreamtError
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from . import constants as C
+
+    print(f"timbreamt {__import__('timbreamt').__version__}")
+    print(f"analysis rate {C.SAMPLE_RATE} Hz, hop {C.HOP} ({C.FRAMES_PER_SECOND:.2f} frames/s), "
+          f"CQT {C.N_BINS} bins from {C.FMIN} Hz, pitches MIDI {C.MIDI_MIN}-{C.MIDI_MAX}")
+    try:
+        from .models import build_model, count_parameters
+    except ImportError:
+        print("models: torch is not installed (pip install 'timbreamt[train]') - parameter counts unavailable")
+    else:
+        for name in ("basicamt", "septimbre"):
+            print(f"{name}: {count_parameters(build_model(name)):,} parameters")
+    from .transcribe import default_model_path
+
+    for name in ("basicamt", "septimbre"):
+        print(f"shipped model {name}: {default_model_path(name)}")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from .data import generate
+
+    programs = tuple(int(p) for p in args.programs.split(",")) if args.programs else None
+    kwargs = {"programs": programs} if programs else {}
+    paths = generate(args.out, args.hours, seed=args.seed, split=args.split, workers=args.workers,
+                     progress=not args.quiet, **kwargs)
+    print(f"{len(paths)} clips ({len(paths) * 10 / 3600:.2f} h) in {args.out}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(model=args.model, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch,
+                      segment_seconds=args.segment, lr=args.lr, seed=args.seed, init_from=args.init_from or "",
+                      threads=args.threads)
+    record = train(args.data, args.out, cfg, val_dir=args.val, resume=args.resume, progress=not args.quiet)
+    print(f"done: {record}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    thresholds = None
+    if args.val:
+        from .train import calibrate_run
+
+        onset_t, frame_t, f1 = calibrate_run(args.run, args.val)
+        thresholds = (onset_t, frame_t)
+        print(f"calibrated on {args.val}: onset {onset_t}, frame {frame_t} (validation note F1 {f1:.3f})")
+    for path in export_run(args.run, args.out, name=args.name, thresholds=thresholds):
+        print(f"wrote {path} (all export checks passed)")
+    return 0
+
+
+def _instruments(value: str):
+    if value == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {value!r}")
+    return n
+
+
+def _formats(value: str) -> list[str]:
+    from .midi import FORMATS
+
+    out = [f.strip() for f in value.split(",") if f.strip()]
+    bad = [f for f in out if f not in FORMATS]
+    if bad or not out:
+        raise argparse.ArgumentTypeError(f"unknown format(s) {', '.join(bad) or value!r}; choose from {', '.join(FORMATS)}")
+    return list(dict.fromkeys(out))
+
+
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from .errors import TimbreamtError
+    from .midi import check_writable, output_paths, write_outputs
+    from .transcribe import Transcriber
+
+    transcriber = Transcriber(args.model, threads=args.threads)   # a bad model stops everything: exit now
+    instruments = args.instruments if transcriber.model.has_embedding else None
+    failures = 0
+    for path in args.audio:
+        t0 = time.perf_counter()
+        try:
+            paths = output_paths(path, args.output or ".", args.format)
+            check_writable(paths, args.overwrite)
+            with tqdm(total=100, desc=str(path)[-40:], unit="%", leave=False, disable=args.quiet,
+                      bar_format="{desc} {bar} {n:.0f}%") as bar:
+                def progress(fraction: float) -> None:
+                    bar.update(fraction * 100 - bar.n)
+
+                result = transcriber.transcribe(path, instruments=instruments, onset_threshold=args.onset_threshold,
+                                                frame_threshold=args.frame_threshold, min_note_ms=args.min_note_ms,
+                                                progress=progress)
+            written = write_outputs(result, paths, overwrite=args.overwrite)
+        except (TimbreamtError, ValueError) as exc:
+            failures += 1
+            print(f"timbreamt: error: {exc}", file=sys.stderr)
+            continue
+        for w in result.warnings:
+            print(f"timbreamt: warning: {path}: {w}", file=sys.stderr)
+        took = time.perf_counter() - t0
+        rtf = took / result.duration if result.duration else 0.0
+        mode = f" ({args.instruments})" if args.instruments == "auto" and instruments else ""
+        print(f"{path}: {result.duration:.1f} s, {result.n_notes} notes in {len(result.tracks)} track(s){mode} "
+              f"-> {', '.join(str(w) for w in written)} [{took:.2f} s, RTF {rtf:.3f}]")
+    return 2 if failures else 0
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .web import bundle
+
+    examples = [Path(p) for p in args.example]
+    sizes = bundle(args.out, examples)
+    mb = {k: v / 1e6 for k, v in sizes.items()}
+    print(f"bundle in {args.out}: {mb['total']:.1f} MB (pyodide + numpy {mb.get('pyodide', 0):.1f} MB, "
+          f"onnxruntime-web {mb.get('ort', 0):.1f} MB, models {mb.get('models', 0):.2f} MB, "
+          f"our wheel {mb.get('wheels', 0) * 1000:.0f} KB)")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .web import serve
+
+    serve(args.dir, args.port, isolate=not args.no_isolation)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="timbreamt", description="Timbre-agnostic multi-instrument transcription")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("info", help="versions, constants, parameter counts")
+    s.set_defaults(func=_cmd_info)
+
+    s = sub.add_parser("transcribe", help="audio files -> MIDI/JSON/CSV, one track per instrument")
+    s.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3, ...)")
+    s.add_argument("-o", "--output", default=None, help="output folder (default: current folder)")
+    s.add_argument("--model", default="septimbre", help="basicamt, septimbre, or a path to an .onnx graph")
+    s.add_argument("--instruments", type=_instruments, default="auto", help="number of instruments or 'auto'")
+    s.add_argument("--onset-threshold", type=float, default=None)
+    s.add_argument("--frame-threshold", type=float, default=None)
+    s.add_argument("--min-note-ms", type=float, default=None)
+    s.add_argument("--format", type=_formats, default=["midi", "json"], help="comma-separated: midi,json,csv")
+    s.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_transcribe)
+
+    s = sub.add_parser("bundle", help="assemble the static web bundle")
+    s.add_argument("out")
+    s.add_argument("--example", action="append", default=[], help="audio file to ship as the page's example")
+    s.set_defaults(func=_cmd_bundle)
+
+    s = sub.add_parser("serve", help="serve a bundle on 127.0.0.1 (COOP/COEP headers for threads)")
+    s.add_argument("dir", nargs="?", default="build/web")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--no-isolation", action="store_true", help="omit COOP/COEP (single-threaded ORT)")
+    s.set_defaults(func=_cmd_serve)
+
+    s = sub.add_parser("data", help="synthesise a training/validation data set with fluidsynth")
+    s.add_argument("--hours", type=float, required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--split", choices=("train", "val"), default="train",
+                   help="which music21 split to draw pieces from (val pieces are never trained on)")
+    s.add_argument("--programs", default="", help="comma-separated GM programs (default: the training set)")
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_data)
+
+    s = sub.add_parser("train", help="train basicamt or septimbre (resumable)")
+    s.add_argument("model", choices=("basicamt", "septimbre"))
+    s.add_argument("--data", required=True)
+    s.add_argument("--val", default=None, help="validation clips folder (note F1 each epoch)")
+    s.add_argument("--out", required=True, help="run folder (checkpoints, log)")
+    s.add_argument("--epochs", type=int, default=30)
+    s.add_argument("--steps", type=int, default=100, help="steps per epoch")
+    s.add_argument("--batch", type=int, default=8)
+    s.add_argument("--segment", type=float, default=5.0, help="seconds per training example")
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--init-from", default=None, help="septimbre: trained BasicAMT run or checkpoint")
+    s.add_argument("--resume", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("export", help="export a run to float32-safe ONNX (with checks)")
+    s.add_argument("run", help="run folder or checkpoint")
+    s.add_argument("--out", default="export/models")
+    s.add_argument("--name", default=None, help="file stem (default: the model name)")
+    s.add_argument("--val", default=None, help="validation clips: calibrate the decoding thresholds on them")
+    s.set_defaults(func=_cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except TimbreamtError as exc:
+        print(f"timbreamt: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("timbreamt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

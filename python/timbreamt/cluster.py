@@ -1,0 +1,147 @@
+"""Group notes into instruments: note embeddings, affinity, spectral clustering (numpy only).
+
+Runs unchanged in Pyodide: no scipy, no sklearn, no randomness. Same input -> same labels.
+- note embedding: mean of its cells' embeddings weighted by frame probability, L2-normalised;
+- affinity exp(cosine / temperature) (temperature 1 is the paper's exp(cos));
+- normalised affinity D^-1/2 A D^-1/2, its top-k eigenvectors (numpy.linalg.eigh, deterministic);
+- labels by cluster_qr (Damle, Minden & Ying): a pivoted-QR choice of k representative notes and a
+  rotation of the eigenvectors onto them, with no random start (unlike k-means);
+- k estimated by the eigengap when not given.
+Large inputs: beyond MAX_SPECTRAL_NOTES notes the spectral step runs on an evenly spaced subset and
+the remaining notes join the cluster whose mean embedding is nearest (bounded memory and time).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+MAX_SPECTRAL_NOTES = 2000
+MAX_AUTO_CLUSTERS = 8
+AUTO_TEMPERATURE = 0.25
+
+
+def note_embeddings(cell_keys: np.ndarray, cell_embeddings: np.ndarray, cell_weights: np.ndarray,
+                    starts: np.ndarray, ends: np.ndarray, rows: np.ndarray, n_pitches: int = 84) -> np.ndarray:
+    """Frame-weighted mean embedding of each note, L2-normalised.
+
+    cell_keys (m,) int64 sorted ascending, key = frame * n_pitches + pitch_row, of the stored cells;
+    cell_embeddings (m, D); cell_weights (m,) frame probabilities. Notes: starts, ends (exclusive) in
+    frames and rows (pitch - 24), each (n,). Returns (n, D) float64; a note with no stored cell gets a
+    zero vector.
+    """
+    keys = np.asarray(cell_keys, dtype=np.int64)
+    emb = np.asarray(cell_embeddings, dtype=np.float64)
+    if emb.ndim != 2 or len(emb) != len(keys) or len(cell_weights) != len(keys):
+        raise ValueError("cell_keys, cell_embeddings (m, D) and cell_weights must have the same length m")
+    if len(keys) > 1 and np.any(np.diff(keys) <= 0):
+        raise ValueError("cell_keys must be strictly increasing")
+    starts, ends, rows = (np.asarray(a, dtype=np.int64) for a in (starts, ends, rows))
+    n, dim = len(starts), emb.shape[1] if emb.ndim == 2 else 0
+    out = np.zeros((n, dim))
+    if n == 0 or len(keys) == 0:
+        return out
+    # repeat counts must be intp: int32 on wasm32 (Pyodide), where int64 counts raise
+    lengths = np.maximum(ends - starts, 0).astype(np.intp)
+    note_of = np.repeat(np.arange(n), lengths)
+    offsets = np.arange(lengths.sum(), dtype=np.int64) - np.repeat(np.cumsum(lengths, dtype=np.int64) - lengths, lengths)
+    frames = np.repeat(starts, lengths) + offsets
+    wanted = frames * n_pitches + rows[note_of]
+    pos = np.searchsorted(keys, wanted)
+    pos_ok = np.minimum(pos, len(keys) - 1)
+    hit = keys[pos_ok] == wanted
+    w = np.asarray(cell_weights, dtype=np.float64)[pos_ok[hit]]
+    np.add.at(out, note_of[hit], emb[pos_ok[hit]] * w[:, None])
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
+
+
+def affinity(embeddings: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """exp(cosine similarity / temperature), (n, n). Embeddings are L2-normalised rows."""
+    e = np.asarray(embeddings, dtype=np.float64)
+    return np.exp((e @ e.T) / temperature)
+
+
+def _spectrum(aff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending) and eigenvectors of the normalised affinity D^-1/2 A D^-1/2."""
+    d = aff.sum(axis=1)
+    inv_sqrt = 1.0 / np.sqrt(d)
+    lap = aff * inv_sqrt[:, None] * inv_sqrt[None, :]
+    vals, vecs = np.linalg.eigh((lap + lap.T) / 2)
+    order = np.argsort(-vals, kind="stable")
+    return vals[order], vecs[:, order] * inv_sqrt[:, None]
+
+
+def _pivot_columns(mat: np.ndarray, k: int) -> np.ndarray:
+    """The k column indices a column-pivoted QR of ``mat`` (k, n) picks: repeatedly the column of
+    largest remaining norm, then project it out of the rest (Businger-Golub)."""
+    r = np.array(mat, dtype=np.float64, copy=True)
+    chosen = []
+    for _ in range(k):
+        norms = np.einsum("ij,ij->j", r, r)
+        norms[chosen] = -1.0
+        j = int(np.argmax(norms))
+        chosen.append(j)
+        q = r[:, j] / np.sqrt(max(norms[j], 1e-300))
+        r -= np.outer(q, q @ r)
+    return np.array(chosen)
+
+
+def cluster_qr(vectors: np.ndarray) -> np.ndarray:
+    """Labels (n,) from k spectral embedding columns (n, k) by cluster_qr."""
+    k = vectors.shape[1]
+    piv = _pivot_columns(vectors.T, k)
+    ut, _, vt = np.linalg.svd(vectors[piv, :].T)
+    return np.abs(vectors @ (ut @ vt)).argmax(axis=1)
+
+
+def estimate_k(embeddings: np.ndarray, max_k: int = MAX_AUTO_CLUSTERS, temperature: float = AUTO_TEMPERATURE) -> int:
+    """Number of instruments by the largest eigengap of the normalised affinity (1..max_k)."""
+    n = len(embeddings)
+    if n <= 1:
+        return n
+    vals, _ = _spectrum(affinity(embeddings, temperature))
+    top = vals[:min(max_k, n - 1) + 1]
+    gaps = top[:-1] - top[1:]
+    return int(np.argmax(gaps)) + 1
+
+
+def _subset(n: int, limit: int) -> np.ndarray:
+    return np.arange(n) if n <= limit else np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
+
+
+def spectral_labels(embeddings: np.ndarray, k: int, temperature: float = 1.0,
+                    max_notes: int = MAX_SPECTRAL_NOTES) -> np.ndarray:
+    """Cluster labels (n,) in 0..k-1 for L2-normalised note embeddings (n, D).
+
+    Labels are renumbered by first appearance (the first note gets 0), so they are canonical.
+    """
+    e = np.asarray(embeddings, dtype=np.float64)
+    if e.ndim != 2:
+        raise ValueError(f"embeddings must be (n, D), got shape {e.shape}")
+    n = len(e)
+    if k < 1:
+        raise ValueError(f"number of clusters must be >= 1, got {k}")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    k = min(k, n)
+    if k == 1:
+        return np.zeros(n, dtype=np.int64)
+    idx = _subset(n, max_notes)
+    _, vecs = _spectrum(affinity(e[idx], temperature))
+    sub_labels = cluster_qr(vecs[:, :k])
+    labels = np.empty(n, dtype=np.int64)
+    labels[idx] = sub_labels
+    if len(idx) < n:
+        centroids = np.zeros((k, e.shape[1]))
+        np.add.at(centroids, sub_labels, e[idx])
+        rest = np.setdiff1d(np.arange(n), idx)
+        labels[rest] = np.argmax(e[rest] @ centroids.T, axis=1)
+    return canonical_labels(labels)
+
+
+def canonical_labels(labels: np.ndarray) -> np.ndarray:
+    """Renumber labels by order of first appearance."""
+    labels = np.asarray(labels)
+    _, first = np.unique(labels, return_index=True)
+    order = np.unique(labels)[np.argsort(first)]
+    remap = {int(old): new for new, old in enumerate(order)}
+    return np.array([remap[int(v)] for v in labels], dtype=np.int64)

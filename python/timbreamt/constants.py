@@ -1,0 +1,76 @@
+"""Every number of the system, in one place (see SYSTEM.md of the project)."""
+
+# --- signal front end -------------------------------------------------------------------------
+SAMPLE_RATE = 22050            # analysis rate of the networks, Hz
+WEB_SAMPLE_RATE = 44100        # input rate of the exported ONNX graphs (halved inside the graph)
+HOP = 256                      # samples per frame at SAMPLE_RATE
+HOP_SECONDS = HOP / SAMPLE_RATE
+FRAMES_PER_SECOND = SAMPLE_RATE / HOP   # ~86.13
+
+BINS_PER_OCTAVE = 36
+N_OCTAVES = 8
+N_BINS = BINS_PER_OCTAVE * N_OCTAVES    # 288
+FMIN = 32.07955284             # Hz: one third of a semitone below MIDI 24
+FILTER_SCALE = 1.0
+DOWNSAMPLE_TAPS = 33           # Hamming FIR used forward and backward (zero phase)
+DOWNSAMPLE_CUTOFF = 0.5        # relative to Nyquist
+
+# Energy normalisation: feature = log(energy / norm + EPS). EPS must survive float32 export
+# bit for bit (float32(1e-8) can be folded away as "zero" by some ONNX runtimes; 1.01e-8 cannot).
+EPS = 1.01e-8
+# The normaliser (a std or RMS of per-frame total energy) is floored so that digital silence and
+# one-frame inputs give finite, very negative features instead of inf/NaN.
+NORM_FLOOR = 1e-12
+# Window of the local energy statistic (frames, odd): ~3 s. A local statistic keeps chunked
+# inference equal to whole-file inference (the paper's global std does not).
+NORM_WINDOW_FRAMES = 259
+
+AFFINE_K_RANGE = (0.005, 3.0)
+
+# harmonic stacking: shifts in bins for harmonics 1..7 and one sub-harmonic
+HARMONICS = (1, 2, 3, 4, 5, 6, 7)
+SUBHARMONIC_SHIFT = -BINS_PER_OCTAVE
+STACKED_BINS = 252             # 7 octaves kept after stacking
+
+# --- pitches ----------------------------------------------------------------------------------
+N_PITCHES = 84
+MIDI_MIN = 24
+MIDI_MAX = MIDI_MIN + N_PITCHES - 1   # 107
+BINS_PER_SEMITONE = 3
+
+EMBEDDING_DIM = 12
+
+# --- training ---------------------------------------------------------------------------------
+FOCAL_ALPHA_FRAME = 0.2        # weight of negatives (positives get 1 - alpha)
+FOCAL_ALPHA_ONSET = 0.06
+FOCAL_GAMMA = 1.0
+INFONCE_TEMPERATURE = 0.15
+
+# --- note decoding (defaults; tuned on our own validation renders) ---------------------------
+ONSET_THRESHOLD = 0.5
+FRAME_THRESHOLD = 0.3
+MIN_NOTE_FRAMES = 6
+ENERGY_TOLERANCE = 11
+MIDI_PROGRAM_DEFAULT = 0
+
+# --- chunked inference ------------------------------------------------------------------------
+# Receptive field of a frame: CQT lowest-octave kernel (~0.8 s each side) plus the energy window
+# (1.5 s each side) plus the convolutions (~0.15 s): 3 s of context each side makes chunks exact.
+CHUNK_SECONDS = 24.0
+CONTEXT_SECONDS = 3.0
+
+# --- GM programs ------------------------------------------------------------------------------
+# Programs never used in training: evaluation on them measures unheard timbres.
+HELDOUT_PROGRAMS = (6, 11, 15, 22, 25, 42, 66, 69)
+TRAIN_PROGRAMS = (
+    0, 1, 2, 4, 5, 7, 8, 12, 13, 16, 19, 21, 24, 26, 27, 32, 33, 35, 40, 41, 43, 46, 48, 52,
+    56, 57, 58, 60, 61, 64, 65, 67, 68, 70, 71, 72, 73, 74, 79, 80, 81, 104, 105,
+)
+TRAIN_SOUNDFONTS = (
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf3/MuseScore_General_Full.sf3",
+)
+# music21 composers reserved for outside evaluation: never trained or tuned on.
+RESERVED_COMPOSERS = (
+    "beethoven", "mozart", "haydn", "monteverdi", "joplin", "chopin", "schumann_clara", "beach",
+)

@@ -1,0 +1,397 @@
+"""Training data: procedural and music21 scores rendered with fluidsynth, cached as clips on disk.
+
+A clip is one ``.npz`` file: ``audio`` float16 (samples,) at 22050 Hz (the sum of its parts, each
+rendered alone), ``notes`` float32 (n, 4) rows of (midi_pitch, start_s, end_s, part), ``programs``
+int16 (parts,), ``soundfont`` index. Clips are deterministic functions of (seed, index).
+Music21 pieces are split by a hash of their corpus path: the validation split is never trained on,
+and the composers reserved in constants.RESERVED_COMPOSERS are never read at all.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import constants as C
+from .errors import DataError
+
+CLIP_SECONDS = 10.0
+TRAIN_COMPOSERS = ("bach", "palestrina", "trecento", "josquin", "schumann_robert", "ryansMammoth",
+                   "oneills1850")
+OCTAVE_WEIGHTS = np.array([1, 3, 5, 6, 5, 3, 1], dtype=float)
+CHORD_SHAPES = ((0, 4, 7), (0, 3, 7), (0, 7, 12), (0, 12), (0, 4, 7, 12), (0, 5, 9), (0, 3, 8),
+                (0, 4, 10), (0, 7), (0, 5), (0, 3, 7, 10), (0, 4, 7, 11), (0, 19), (0, 12, 19), (0, 24))
+
+
+@dataclass
+class Part:
+    """One instrument's score: notes (n, 3) rows of (pitch, start_s, end_s) and velocity (n,),
+    plus control curves (time_s, value) for pitch bend (-8192..8191), modulation and expression."""
+
+    notes: np.ndarray
+    velocities: np.ndarray
+    bends: list[tuple[float, int]]
+    modulation: list[tuple[float, int]]
+    expression: list[tuple[float, int]]
+
+
+def split_of(key: str) -> str:
+    """'val' for a fixed ~10% of keys (by hash), else 'train': stable across machines."""
+    return "val" if zlib.crc32(key.encode()) % 10 == 0 else "train"
+
+
+def _truncnorm(rng: np.random.Generator, mean: float, sd: float, lo: float, hi: float, n: int = 1) -> np.ndarray:
+    out = rng.normal(mean, sd, n)
+    bad = (out < lo) | (out > hi)
+    while bad.any():
+        out[bad] = rng.normal(mean, sd, bad.sum())
+        bad = (out < lo) | (out > hi)
+    return out
+
+
+def _controls(rng: np.random.Generator, seconds: float) -> tuple[list, list, list]:
+    bends, mods, expr = [(0.0, 0)], [(0.0, 0)], [(0.0, int(rng.integers(70, 128)))]
+    if rng.random() < 0.3:       # a few slow bends of at most ~30 cents (bend range is 2 semitones)
+        for t in np.sort(rng.uniform(0, seconds, rng.integers(1, 4))):
+            bends.append((float(t), int(rng.integers(-1200, 1200))))
+    if rng.random() < 0.4:       # vibrato through the mod wheel
+        mods.append((float(rng.uniform(0, seconds)), int(rng.integers(20, 100))))
+    if rng.random() < 0.5:       # volume swells
+        for t in np.sort(rng.uniform(0, seconds, rng.integers(1, 5))):
+            expr.append((float(t), int(rng.integers(50, 128))))
+    return bends, mods, expr
+
+
+def procedural_part(rng: np.random.Generator, seconds: float, polyphonic: bool = True) -> Part:
+    """A random part: onsets and durations from truncated normals, 85% of onsets chords (so partials
+    overlap), octaves weighted 1,3,5,6,5,3,1 over the 7 octaves of the pitch range."""
+    density = rng.uniform(0.5, 2.0)
+    centre_octave = rng.choice(7, p=OCTAVE_WEIGHTS / OCTAVE_WEIGHTS.sum())
+    spread = rng.uniform(1.0, 2.5)
+    notes, vels = [], []
+    t = float(rng.uniform(0, 0.5))
+    while t < seconds - 0.05:
+        octave = int(np.clip(np.round(rng.normal(centre_octave, spread / 2)), 0, 6))
+        root = C.MIDI_MIN + 12 * octave + int(rng.integers(0, 12))
+        shape = (0,)
+        if polyphonic and rng.random() < 0.85:
+            shape = CHORD_SHAPES[rng.integers(len(CHORD_SHAPES))]
+        dur = float(_truncnorm(rng, 0.45 / density ** 0.5, 0.4, 0.06, 3.0)[0])
+        vel = int(rng.integers(35, 127))
+        for interval in shape:
+            p = root + interval
+            if C.MIDI_MIN <= p <= C.MIDI_MAX:
+                jitter = float(rng.normal(0, 0.01)) if len(shape) > 1 else 0.0
+                start = max(0.0, t + jitter)
+                notes.append((p, start, min(seconds, start + dur * rng.uniform(0.8, 1.2))))
+                vels.append(int(np.clip(vel + rng.integers(-10, 11), 1, 127)))
+        t += float(_truncnorm(rng, 0.35 / density, 0.25, 0.04, 1.5)[0])
+    notes_arr = np.array(notes, dtype=np.float32).reshape(-1, 3)
+    return Part(notes_arr, np.array(vels, dtype=np.int16), *_controls(rng, seconds))
+
+
+# ------------------------------------------------------------------------------------------------
+# music21 corpus
+def corpus_paths(split: str) -> list[str]:
+    """Corpus files of the allowed composers in ``split`` ('train' or 'val'), sorted."""
+    from music21 import corpus
+
+    paths = []
+    for composer in TRAIN_COMPOSERS:
+        assert composer not in C.RESERVED_COMPOSERS
+        for p in corpus.getComposer(composer):
+            key = f"{composer}/{Path(p).name}"
+            if split_of(key) == split:
+                paths.append(str(p))
+    return sorted(paths)
+
+
+def corpus_parts(path: str) -> list[np.ndarray]:
+    """Parse a corpus file into parts, each (n, 3) rows of (pitch, start_beats, end_beats)."""
+    from music21 import converter
+
+    score = converter.parse(path)
+    score = score[0] if hasattr(score, "__getitem__") and score.__class__.__name__ == "Opus" else score
+    parts = []
+    for part in score.parts:
+        rows = []
+        for n in part.flatten().notes:
+            start = float(n.offset)
+            dur = float(n.quarterLength)
+            if dur <= 0:
+                continue
+            for p in n.pitches:
+                rows.append((p.midi, start, start + dur))
+        if rows:
+            parts.append(np.array(rows, dtype=np.float32))
+    return parts
+
+
+def corpus_part_slice(rng: np.random.Generator, parts: list[np.ndarray], seconds: float) -> list[Part]:
+    """Random segment of a parsed score at a random tempo, transposed at random within range."""
+    bpm = rng.uniform(60, 150)
+    spb = 60.0 / bpm
+    end_beats = max(float(p[:, 2].max()) for p in parts)
+    start_beat = rng.uniform(0, max(0.0, end_beats - seconds / spb))
+    transpose = int(rng.integers(-12, 13))
+    out = []
+    for p in parts:
+        n = p.copy()
+        n[:, 1:] = (n[:, 1:] - start_beat) * spb
+        n[:, 0] += transpose
+        keep = (n[:, 2] > 0) & (n[:, 1] < seconds) & (n[:, 0] >= C.MIDI_MIN) & (n[:, 0] <= C.MIDI_MAX)
+        n = n[keep]
+        n[:, 1] = np.clip(n[:, 1], 0, seconds)
+        n[:, 2] = np.clip(n[:, 2] - 0.02, n[:, 1] + 0.03, seconds)   # detached, as played
+        vel = np.clip(rng.normal(rng.uniform(60, 110), 12, len(n)), 20, 127).astype(np.int16)
+        out.append(Part(n, vel, *_controls(rng, seconds)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering
+def check_synthesis(soundfonts: tuple[str, ...] = C.TRAIN_SOUNDFONTS) -> None:
+    """Raise DataError naming what is missing (the fluidsynth library or a soundfont file)."""
+    try:
+        import fluidsynth  # noqa: F401
+    except (ImportError, OSError) as exc:
+        raise DataError(f"fluidsynth is not available ({exc}); install it: apt-get install fluidsynth") from exc
+    for path in soundfonts:
+        if not os.path.isfile(path):
+            raise DataError(f"soundfont not found: {path} (apt-get install fluid-soundfont-gm "
+                            "musescore-general-soundfont)")
+
+
+class Renderer:
+    """One loaded fluidsynth per soundfont (loading an .sf3 takes seconds: keep one per process)."""
+
+    def __init__(self, soundfonts: tuple[str, ...] = C.TRAIN_SOUNDFONTS) -> None:
+        check_synthesis(soundfonts)
+        import fluidsynth
+
+        self.synths = []
+        self.clock: dict[int, int] = {}   # samples rendered so far by each synth
+        for path in soundfonts:
+            # settings must be given at creation: set later, reverb stays on and its tail leaks from
+            # one clip into the next (and clips stop being a function of their seed)
+            synth = fluidsynth.Synth(gain=0.5, samplerate=float(C.SAMPLE_RATE),
+                                     **{"synth.reverb.active": 0, "synth.chorus.active": 0})
+            sfid = synth.sfload(path)
+            if sfid < 0:
+                raise DataError(f"fluidsynth cannot load soundfont {path}")
+            self.synths.append((synth, sfid))
+
+    def render(self, part: Part, program: int, soundfont: int, seconds: float) -> np.ndarray:
+        """Render one part alone: float32 mono (round(seconds * SAMPLE_RATE),)."""
+        synth, sfid = self.synths[soundfont]
+        chan = 0
+        synth.program_select(chan, sfid, 128 if program < 0 else 0, max(program, 0))
+        events = []  # (time, order, fn, args): note-offs sort before note-ons at equal times
+        for (p, s, e), v in zip(part.notes, part.velocities):
+            events.append((float(s), 1, synth.noteon, (chan, int(p), int(v))))
+            events.append((float(e), 0, synth.noteoff, (chan, int(p))))
+        for t, v in part.bends:
+            events.append((t, 0, synth.pitch_bend, (chan, v)))
+        for t, v in part.modulation:
+            events.append((t, 0, synth.cc, (chan, 1, v)))
+        for t, v in part.expression:
+            events.append((t, 0, synth.cc, (chan, 11, v)))
+        events.sort(key=lambda ev: (ev[0], ev[1]))
+        total = int(round(seconds * C.SAMPLE_RATE))
+        out = np.zeros(total, dtype=np.float32)
+        pos = 0
+        for t, _, fn, args in events:
+            at = min(total, int(round(t * C.SAMPLE_RATE)))
+            if at > pos:
+                out[pos:at] = self._samples(synth, at - pos)
+                pos = at
+            fn(*args)
+        if total > pos:
+            out[pos:] = self._samples(synth, total - pos)
+        synth.cc(chan, 120, 0)   # all sound off, then reset controllers for the next part
+        synth.cc(chan, 121, 0)
+        synth.pitch_bend(chan, 0)
+        self._samples(synth, 2048)
+        # fluidsynth works in blocks of 64 samples and applies events at block starts: begin every
+        # part on a block boundary so a part renders the same whatever was rendered before it
+        self._samples(synth, (-self.clock[id(synth)]) % 64)
+        return out
+
+    def _samples(self, synth, n: int) -> np.ndarray:
+        if n <= 0:
+            return np.zeros(0, np.float32)
+        self.clock[id(synth)] = self.clock.get(id(synth), 0) + n
+        s = synth.get_samples(n).astype(np.float32).reshape(-1, 2)
+        return s.mean(axis=1) / 32768.0
+
+
+_RENDERER: Renderer | None = None
+_CORPUS_CACHE: dict[str, list[np.ndarray]] = {}
+
+
+def clip_rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, index])
+
+
+def make_clip(seed: int, index: int, split: str = "train", corpus_fraction: float = 0.3,
+              max_parts: int = 4, programs: tuple[int, ...] = C.TRAIN_PROGRAMS,
+              renderer: Renderer | None = None) -> dict[str, np.ndarray]:
+    """Synthesise clip ``index`` of a data set: deterministic in (seed, index)."""
+    global _RENDERER
+    rng = clip_rng(seed, index)
+    renderer = renderer or _RENDERER
+    if renderer is None:
+        renderer = _RENDERER = Renderer()
+    n_parts = 1 if rng.random() < 0.4 else int(rng.integers(2, max_parts + 1))
+    parts: list[Part] = []
+    if rng.random() < corpus_fraction:
+        paths = corpus_paths(split)
+        path = paths[int(rng.integers(len(paths)))]
+        if path not in _CORPUS_CACHE:
+            try:
+                _CORPUS_CACHE[path] = corpus_parts(path)
+            except Exception:  # a few corpus files do not parse: fall back to procedural
+                _CORPUS_CACHE[path] = []
+        score = _CORPUS_CACHE[path]
+        if score:
+            parts = corpus_part_slice(rng, score, CLIP_SECONDS)[:max_parts]
+            n_parts = len(parts)
+    if not parts:
+        parts = [procedural_part(rng, CLIP_SECONDS, polyphonic=rng.random() < 0.8) for _ in range(n_parts)]
+    chosen = rng.choice(len(programs), size=len(parts), replace=False)
+    progs = np.array([programs[i] for i in chosen], dtype=np.int16)
+    soundfont = int(rng.integers(len(renderer.synths)))
+    mix = np.zeros(int(round(CLIP_SECONDS * C.SAMPLE_RATE)), dtype=np.float32)
+    rows = []
+    for k, (part, prog) in enumerate(zip(parts, progs)):
+        audio = renderer.render(part, int(prog), soundfont, CLIP_SECONDS)
+        peak = np.abs(audio).max()
+        if peak > 0:
+            mix += audio / peak * rng.uniform(0.3, 1.0)
+        for p, s, e in part.notes:
+            rows.append((p, s, e, k))
+    peak = np.abs(mix).max()
+    if peak > 0:
+        mix *= rng.uniform(0.2, 0.95) / peak
+    notes = np.array(rows, dtype=np.float32).reshape(-1, 4)
+    return {"audio": mix.astype(np.float16), "notes": notes, "programs": progs,
+            "soundfont": np.int16(soundfont)}
+
+
+def _worker_init() -> None:
+    global _RENDERER
+    _RENDERER = Renderer()
+
+
+def _worker_make(args: tuple) -> str:
+    seed, index, split, out_dir, kwargs = args
+    path = Path(out_dir) / f"clip_{index:06d}.npz"
+    if not path.exists():
+        clip = make_clip(seed, index, split, **kwargs)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **clip)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def generate(out_dir: str | Path, hours: float, seed: int = 0, split: str = "train", workers: int = 2,
+             progress: bool = True, **kwargs) -> list[str]:
+    """Render ``hours`` of clips into ``out_dir`` with ``workers`` processes; resumable (existing
+    clips are kept). Writes ``meta.json`` describing the set."""
+    from multiprocessing import get_context
+
+    if hours <= 0:
+        raise DataError(f"--hours must be positive, got {hours}")
+    check_synthesis()  # fail early, with a clear message, if fluidsynth or a soundfont is missing
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = max(1, int(round(hours * 3600 / CLIP_SECONDS)))
+    meta = {"seed": seed, "split": split, "clips": n, "clip_seconds": CLIP_SECONDS,
+            "sample_rate": C.SAMPLE_RATE, "soundfonts": list(C.TRAIN_SOUNDFONTS),
+            "programs": list(kwargs.get("programs", C.TRAIN_PROGRAMS))}
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    jobs = [(seed, i, split, str(out), kwargs) for i in range(n)]
+    paths = []
+    from tqdm import tqdm
+
+    # spawn, not fork: fluidsynth and music21 hold threads/locks that a fork can leave dead-locked
+    with get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
+        for p in tqdm(pool.imap(_worker_make, jobs, chunksize=4), total=n, disable=not progress,
+                      desc="rendering", unit="clip"):
+            paths.append(p)
+    return paths
+
+
+def list_clips(data_dir: str | Path) -> list[Path]:
+    """The clip files of a data set, sorted; DataError when there are none."""
+    d = Path(data_dir)
+    if not d.is_dir():
+        raise DataError(f"data folder not found: {d}")
+    clips = sorted(p for p in d.glob("clip_*.npz") if not p.name.endswith(".tmp.npz"))
+    if not clips:
+        raise DataError(f"no clips in {d}: create them with `timbreamt data --hours H --out {d}`")
+    return clips
+
+
+def load_clip(path: str | Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise DataError(f"unreadable clip {path}: {exc}") from exc
+
+
+# ------------------------------------------------------------------------------------------------
+# targets
+def frame_times(n_frames: int) -> np.ndarray:
+    """Centre time of each frame, s."""
+    return np.arange(n_frames) * C.HOP_SECONDS
+
+
+def piano_rolls(notes: np.ndarray, n_frames: int, offset_s: float = 0.0) -> dict[str, np.ndarray]:
+    """Targets from notes (n, 4) rows (pitch, start_s, end_s, part) for frames starting at offset_s.
+
+    Returns frame (84, T) and onset (84, T) float32 in {0, 1}, and part (84, T) int16: the part
+    sounding in each cell, -1 where none, -2 where several parts share the cell (excluded from the
+    contrastive loss).
+    """
+    frame = np.zeros((C.N_PITCHES, n_frames), dtype=np.float32)
+    onset = np.zeros_like(frame)
+    part = np.full((C.N_PITCHES, n_frames), -1, dtype=np.int16)
+    fps = C.FRAMES_PER_SECOND
+    for p, s, e, k in notes:
+        row = int(p) - C.MIDI_MIN
+        if not 0 <= row < C.N_PITCHES:
+            continue
+        a = int(np.ceil((s - offset_s) * fps - 1e-6))
+        b = int(np.ceil((e - offset_s) * fps - 1e-6))
+        a_cl, b_cl = max(a, 0), min(max(b, a + 1), n_frames)
+        if a_cl < b_cl:
+            frame[row, a_cl:b_cl] = 1
+            cells = part[row, a_cl:b_cl]
+            cells[(cells >= 0) & (cells != k)] = -2
+            cells[cells == -1] = k
+        o = int(round((s - offset_s) * fps))
+        if 0 <= o < n_frames:
+            onset[row, o] = 1
+    return {"frame": frame, "onset": onset, "part": part}
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def remove_partial(out_dir: str | Path) -> None:
+    for p in Path(out_dir).glob("*.tmp.npz"):
+        p.unlink()
+    shutil.rmtree(Path(out_dir) / "tmp", ignore_errors=True)

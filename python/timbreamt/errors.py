@@ -1,0 +1,37 @@
+"""Typed errors: each carries a one-line message meant for the user (the CLI prints it, no traceback)."""
+
+
+class TimbreamtError(Exception):
+    """Base class of every error timbreamt raises on purpose."""
+
+    exit_code = 1
+
+
+class AudioError(TimbreamtError, ValueError):
+    """The audio input cannot be read or is not usable."""
+
+    exit_code = 3
+
+
+class ModelError(TimbreamtError):
+    """A model file is missing, corrupt or does not follow the ONNX contract."""
+
+    exit_code = 4
+
+
+class OutputError(TimbreamtError):
+    """An output cannot be written (exists already, unwritable folder)."""
+
+    exit_code = 5
+
+
+class DataError(TimbreamtError):
+    """Training data, soundfonts, MIDI or checkpoints are missing or unreadable."""
+
+    exit_code = 6
+
+
+class ExportError(TimbreamtError):
+    """An exported ONNX graph failed one of the exporter's guarantees."""
+
+    exit_code = 7

@@ -1,0 +1,250 @@
+"""ONNX export with guarantees: float32-safe EPS, finite outputs, torch parity, onnxruntime-web 1.18.
+
+The exported graph follows the ONNX contract: input ``audio`` float32 (1, 1, samples) at 44100 Hz;
+outputs ``onset``, ``frame`` (1, 84, frames) calibrated probabilities (no max division) and, for
+Septimbre, ``embedding`` (1, 12, 84, frames). The 44.1 -> 22.05 kHz halving is a zero-phase FIR and a
+stride-2 convolution inside the graph, so chunks must start at multiples of 2 * HOP input samples.
+Every check raises ExportError; nothing is written unless all of them pass.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import constants as C
+from .errors import ExportError
+
+OPSET = 17
+MAX_OPSET = 20           # onnxruntime-web 1.18 (noteDigger) supports opsets up to 20
+PARITY_TOLERANCE = 1e-4
+
+
+def _wrapper(model):
+    import torch
+    from torch import nn
+
+    from .cqt import lowpass_kernel
+
+    class Halve44100(nn.Module):
+        """(1, 1, n) at 44100 Hz -> model outputs at 22050 Hz analysis rate."""
+
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+            lp = lowpass_kernel()
+            self.register_buffer("lowpass", torch.tensor(lp, dtype=torch.float32)[None, None], persistent=False)
+            self.pad = len(lp) // 2
+
+        def forward(self, audio: torch.Tensor):
+            x = nn.functional.conv1d(audio, self.lowpass, stride=2, padding=self.pad)[:, 0]
+            out = self.inner(x)
+            names = ["onset", "frame", "embedding"]
+            return tuple(out[k] for k in names if k in out)
+
+    return Halve44100(model).eval()
+
+
+def output_names(model_name: str) -> list[str]:
+    return ["onset", "frame", "embedding"] if model_name == "septimbre" else ["onset", "frame"]
+
+
+def export_model(model, model_name: str, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Export ``model`` (a trained BasicAMT/Septimbre in eval mode) to ``path`` and verify it.
+
+    ``metadata`` (e.g. calibrated thresholds) is stored in the graph's metadata_props, where the
+    runtime reads its decoding defaults."""
+    import onnx
+    import torch
+
+    path = Path(path)
+    wrapper = _wrapper(model)
+    names = output_names(model_name)
+    dummy = torch.randn(1, 1, 44100 * 3) * 0.1
+    dynamic = {"audio": {2: "samples"}}
+    for n in names:
+        dynamic[n] = {(3 if n == "embedding" else 2): "frames"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        with torch.no_grad():
+            torch.onnx.export(wrapper, (dummy,), str(raw), input_names=["audio"], output_names=names,
+                              dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        graph = onnx.load(str(raw))
+        graph = simplify(graph)
+        graph.producer_name = "timbreamt"
+        meta = {"model": model_name, "onset_threshold": str(C.ONSET_THRESHOLD),
+                "frame_threshold": str(C.FRAME_THRESHOLD), "min_note_frames": str(C.MIN_NOTE_FRAMES)}
+        meta.update(metadata or {})
+        del graph.metadata_props[:]
+        for k, v in meta.items():
+            entry = graph.metadata_props.add()
+            entry.key, entry.value = k, str(v)
+        final = Path(tmp) / "final.onnx"
+        onnx.save(graph, str(final))
+        verify(final, model_name, torch_model=wrapper)
+        tmp_out = path.with_suffix(".onnx.tmp")
+        onnx.save(graph, str(tmp_out))
+        os.replace(tmp_out, path)
+    return path
+
+
+def simplify(graph):
+    import onnxsim
+
+    simplified, ok = onnxsim.simplify(graph)
+    if not ok:
+        raise ExportError("onnxsim could not validate the simplified graph")
+    return simplified
+
+
+def _initializers(graph) -> dict[str, np.ndarray]:
+    """Constant tensors of a GraphProto by name (initializers and Constant nodes)."""
+    from onnx import numpy_helper
+
+    out = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    out[node.output[0]] = numpy_helper.to_array(a.t)
+    return out
+
+
+def check_eps_guard(model) -> None:
+    """(1) the first Log takes an Add whose constant is bit-equal to float32(EPS); every Log's input
+    is guarded (Add of a positive constant, or a floor by Max/Where with a positive constant), so no
+    log of an unguarded zero remains."""
+    graph = model.graph
+    consts = _initializers(graph)
+    producers = {o: n for n in graph.node for o in n.output}
+    logs = [n for n in graph.node if n.op_type == "Log"]
+    if not logs:
+        raise ExportError("no Log node in the graph: the energy normalisation is missing")
+    eps_bits = np.float32(C.EPS).view(np.uint32)
+
+    def positive_const(names) -> list[np.ndarray]:
+        return [consts[n] for n in names if n in consts and consts[n].size == 1 and float(consts[n]) > 0]
+
+    for i, log in enumerate(logs):
+        src = producers.get(log.input[0])
+        if src is None:
+            raise ExportError(f"Log {log.name} reads a graph input directly: log of an unguarded zero")
+        if i == 0:
+            found = [c for c in positive_const(src.input)
+                     if c.dtype == np.float32 and c.reshape(-1)[0].view(np.uint32) == eps_bits]
+            if src.op_type != "Add" or not found:
+                raise ExportError(f"the first Log does not take Add(energy, {C.EPS}) with the exact float32 "
+                                  "constant: EPS was folded away or changed")
+            continue
+        guarded = (src.op_type in ("Add", "Max") and positive_const(src.input)) or \
+                  (src.op_type == "Where" and positive_const(src.input[1:]))
+        if not guarded:
+            raise ExportError(f"Log {log.name} input comes from {src.op_type} with no positive floor")
+
+
+def check_web_compatible(graph) -> None:
+    """(4) opset <= 20, float32 only, explicit padding on every Conv/Pool."""
+    import onnx
+
+    for imp in graph.opset_import:
+        if imp.domain in ("", "ai.onnx") and imp.version > MAX_OPSET:
+            raise ExportError(f"opset {imp.version} > {MAX_OPSET}: onnxruntime-web 1.18 cannot load it")
+    allowed = {onnx.TensorProto.FLOAT, onnx.TensorProto.INT64, onnx.TensorProto.BOOL}
+    for t in graph.graph.initializer:
+        if t.data_type not in allowed:
+            raise ExportError(f"initializer {t.name} has type {onnx.TensorProto.DataType.Name(t.data_type)}")
+    for v in list(graph.graph.input) + list(graph.graph.output):
+        if v.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            raise ExportError(f"graph input/output {v.name} is not float32")
+    for node in graph.graph.node:
+        for a in node.attribute:
+            if a.name == "auto_pad" and a.s not in (b"", b"NOTSET"):
+                raise ExportError(f"{node.op_type} {node.name} uses auto_pad={a.s.decode()}: pad explicitly")
+            if a.name == "to" and a.i not in allowed:
+                raise ExportError(f"Cast {node.name} to a non-float32 type")
+
+
+def check_ort_optimised_keeps_eps(path: Path) -> None:
+    """onnxruntime's own optimiser must keep the EPS Add too (some versions fold 1e-8 as zero)."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opt_path = Path(tmp) / "ort_opt.onnx"
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.optimized_model_filepath = str(opt_path)
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        check_eps_guard(onnx.load(str(opt_path)))
+
+
+def test_signals(seconds: float, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * C.WEB_SAMPLE_RATE)
+    t = np.arange(n) / C.WEB_SAMPLE_RATE
+    return {
+        "silence": np.zeros(n, np.float32),
+        "noise_full_scale": rng.uniform(-1, 1, n).astype(np.float32),
+        "noise_1e-5": (rng.standard_normal(n) * 1e-5).astype(np.float32),
+        "chord": (0.2 * (np.sin(2 * np.pi * 261.63 * t) + np.sin(2 * np.pi * 329.63 * t)
+                         + np.sin(2 * np.pi * 392.0 * t))).astype(np.float32),
+    }
+
+
+def verify(path: str | Path, model_name: str, torch_model=None) -> dict[str, float]:
+    """Run every check on an exported graph; returns measured figures (max torch/ORT difference)."""
+    import onnx
+    import onnxruntime as ort
+
+    path = Path(path)
+    graph = onnx.load(str(path))
+    check_eps_guard(graph)
+    check_web_compatible(graph)
+    check_ort_optimised_keeps_eps(path)
+    names = output_names(model_name)
+    got = [o.name for o in graph.graph.output]
+    if got != names:
+        raise ExportError(f"outputs are {got}, the contract says {names}")
+    figures = {"max_abs_diff": 0.0}
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = level
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        cases = {f"{k}_1s": v for k, v in test_signals(1.0).items()}
+        cases["one_frame"] = np.zeros(100, np.float32)
+        cases["chord_30s"] = test_signals(30.0)["chord"]
+        cases["noise_30s"] = test_signals(30.0)["noise_full_scale"]
+        for case, audio in cases.items():
+            outs = sess.run(None, {"audio": audio[None, None]})
+            for n, o in zip(names, outs):
+                if not np.isfinite(o).all():
+                    raise ExportError(f"{n} is not finite on {case} (optimisation level {level})")
+            if torch_model is not None and case in ("chord_1s", "noise_full_scale_1s", "chord_30s"):
+                import torch
+
+                with torch.no_grad():
+                    ref = torch_model(torch.from_numpy(audio)[None, None])
+                for n, o, r in zip(names, outs, ref):
+                    diff = float(np.abs(o - r.numpy()).max())
+                    figures["max_abs_diff"] = max(figures["max_abs_diff"], diff)
+                    if diff >= PARITY_TOLERANCE:
+                        raise ExportError(f"torch and onnxruntime differ by {diff:.2e} on {n} ({case})")
+    return figures
+
+
+def export_run(run: str | Path, out_dir: str | Path, name: str | None = None,
+               thresholds: tuple[float, float] | None = None) -> list[Path]:
+    """Export the best checkpoint of a training run to ``out_dir/<name>.onnx``; ``thresholds``
+    (onset, frame) become the graph's decoding defaults."""
+    from .train import load_checkpoint, model_from_checkpoint
+
+    ckpt = load_checkpoint(run)
+    model_name = ckpt["config"]["model"]
+    model = model_from_checkpoint(run)
+    meta = {"epoch": str(ckpt.get("epoch", -1) + 1)}
+    if thresholds:
+        meta.update(onset_threshold=f"{thresholds[0]:.3f}", frame_threshold=f"{thresholds[1]:.3f}")
+    return [export_model(model, model_name, Path(out_dir) / f"{name or model_name}.onnx", meta)]

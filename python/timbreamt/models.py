@@ -1,0 +1,203 @@
+"""BasicAMT (note model) and Septimbre (note + timbre embedding), in torch.
+
+Shapes: audio (batch, samples) at 22050 Hz -> onset, frame (batch, 84, frames) probabilities and, for
+Septimbre, embedding (batch, 12, 84, frames), L2-normalised over the 12 channels.
+Every normalisation at inference is per frame or over a bounded time window, so chunked inference with
+enough context equals whole-file inference.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import constants as C
+from .cqt import CQT
+
+
+class EnergyNorm(nn.Module):
+    """CQT (batch, 2, 288, T) -> log energy features (batch, 288, T), exactly gain invariant.
+
+    feature = log(energy / max(stat, NORM_FLOOR) + EPS), where stat measures the per-frame total
+    energy over time:
+    - mode "global" (the paper's statistic): its sample std over the whole input; output then depends
+      on the file's length, and chunks disagree with the whole file;
+    - mode "window" (default): its root mean square over a centred window of NORM_WINDOW_FRAMES
+      frames: local, so chunked inference equals whole-file inference. RMS, not std: a windowed
+      E[x^2] - E[x]^2 cancels catastrophically in float32 on steady notes.
+    EPS is added to the normalised energy (the paper adds it to the raw energy, then subtracts
+    log(std)): the result is the same up to a gain-dependent EPS, but ours is exactly gain invariant
+    and digital silence maps to the lowest feature, log(EPS), instead of log(EPS / floor), a
+    mid-level value that made silence look like broadband sound.
+    """
+
+    def __init__(self, mode: str = "window") -> None:
+        super().__init__()
+        if mode not in ("window", "global"):
+            raise ValueError(f"unknown energy normalisation {mode!r}")
+        self.mode = mode
+        self.register_buffer("eps", torch.tensor(C.EPS, dtype=torch.float32), persistent=False)
+        self.register_buffer("floor", torch.tensor(C.NORM_FLOOR, dtype=torch.float32), persistent=False)
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        energy = spec[:, 0] ** 2 + spec[:, 1] ** 2                     # (B, 288, T)
+        total = energy.sum(dim=1, keepdim=True)                        # (B, 1, T)
+        if self.mode == "global":
+            mean = total.mean(dim=2, keepdim=True)
+            n = total.shape[2]
+            stat = torch.sqrt(((total - mean) ** 2).sum(dim=2, keepdim=True) / max(n - 1, 1))
+        else:
+            w = C.NORM_WINDOW_FRAMES
+            stat = torch.sqrt(F.avg_pool1d(total * total, w, stride=1, padding=w // 2, count_include_pad=False))
+        # Floor: silence (stat 0) and one frame (0/0 in the std) must not give inf/NaN; where() also
+        # replaces NaN, which clamp would pass through.
+        stat = torch.where(stat > self.floor, stat, self.floor)
+        return torch.log(energy / stat + self.eps)
+
+
+class FrontEnd(nn.Module):
+    """audio (B, samples) -> harmonically stacked features (B, 8, 252, T)."""
+
+    def __init__(self, norm: str = "window") -> None:
+        super().__init__()
+        self.cqt = CQT()
+        self.norm = EnergyNorm(norm)
+        self.k = nn.Parameter(torch.tensor(0.1))
+        self.b = nn.Parameter(torch.tensor(0.0))
+        shifts = [round(C.BINS_PER_OCTAVE * torch.log2(torch.tensor(float(h))).item()) for h in C.HARMONICS]
+        self.shifts = shifts + [C.SUBHARMONIC_SHIFT]
+        self.pad_low = max(0, -min(self.shifts))
+        self.pad_high = max(0, max(self.shifts) + C.STACKED_BINS - C.N_BINS)
+
+    def clamp_affine(self) -> None:
+        with torch.no_grad():
+            self.k.clamp_(*C.AFFINE_K_RANGE)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        feat = self.norm(self.cqt(audio)) * self.k + self.b            # (B, 288, T)
+        padded = F.pad(feat, (0, 0, self.pad_low, self.pad_high))
+        chans = [padded[:, self.pad_low + s: self.pad_low + s + C.STACKED_BINS] for s in self.shifts]
+        return torch.stack(chans, dim=1)                               # (B, 8, 252, T)
+
+
+def conv(cin: int, cout: int, kernel: tuple[int, int], stride: tuple[int, int] = (1, 1),
+         dilation: tuple[int, int] = (1, 1), padding: tuple[int, int] | None = None) -> nn.Conv2d:
+    """Conv2d over (freq, time) with explicit symmetric padding (onnxruntime-web needs no 'same')."""
+    if padding is None:
+        padding = (dilation[0] * (kernel[0] - 1) // 2, dilation[1] * (kernel[1] - 1) // 2)
+    return nn.Conv2d(cin, cout, kernel, stride=stride, dilation=dilation, padding=padding)
+
+
+class NoteBranch(nn.Module):
+    """stacked (B, 8, 252, T) -> onset, frame probabilities (B, 84, T)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(conv(8, 16, (5, 5)), nn.BatchNorm2d(16), nn.LeakyReLU(0.1))
+        self.conv2 = nn.Sequential(conv(16, 8, (25, 3), dilation=(3, 1)), nn.BatchNorm2d(8))
+        self.neck = nn.Sequential(conv(8, 16, (5, 5)), nn.BatchNorm2d(16), nn.ReLU())
+        self.frame_head = conv(16, 1, (5, 5), stride=(3, 1), padding=(1, 2))
+        self.onset_head = nn.Sequential(conv(16, 7, (7, 3), stride=(3, 1), padding=(2, 1)),
+                                        nn.BatchNorm2d(7), nn.ReLU())
+        self.onset_out = conv(8, 1, (3, 5))
+
+    def forward_logits(self, stacked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.relu(self.conv2(self.conv1(stacked)) + stacked)
+        x = self.neck(x)
+        frame_logits = self.frame_head(x)                              # (B, 1, 84, T)
+        onset_feat = self.onset_head(x)                                # (B, 7, 84, T)
+        onset_in = torch.cat([onset_feat, torch.sigmoid(frame_logits)], dim=1)
+        onset_logits = self.onset_out(onset_in)
+        return onset_logits[:, 0], frame_logits[:, 0]
+
+
+class FrameNorm(nn.Module):
+    """Normalise over (channels, freq) of each frame, with a per-channel affine: a layer norm that
+    never looks across time (so it is chunk-safe, unlike GroupNorm over the whole map)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(1, 2), keepdim=True)
+        var = ((x - mean) ** 2).mean(dim=(1, 2), keepdim=True)
+        return (x - mean) / torch.sqrt(var + 1e-5) * self.weight + self.bias
+
+
+class TimbreEncoder(nn.Module):
+    """stacked (B, 8, 252, T) -> embedding (B, 12, 84, T), L2-normalised over channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = conv(8, 16, (5, 5))
+        self.norm1 = FrameNorm(16)
+        self.conv2 = conv(16, 8, (25, 3), dilation=(3, 1))
+        self.norm2 = FrameNorm(8)
+        self.conv3 = conv(8, 16, (5, 5))
+        self.act3 = nn.PReLU(16)
+        self.res_norm = FrameNorm(16)
+        self.res1 = conv(16, 24, (3, 3))
+        self.res2 = conv(24, 16, (3, 3))
+        self.out = conv(16, C.EMBEDDING_DIM, (3, 5), stride=(3, 1), padding=(0, 2))
+
+    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
+        x = F.leaky_relu(self.norm1(self.conv1(stacked)), 0.1)
+        x = self.conv2(x) + stacked
+        x = self.act3(self.conv3(self.norm2(x)))
+        x = x + self.res2(F.relu(self.res1(self.res_norm(x))))
+        x = x - x.mean(dim=1, keepdim=True)                            # centre each cell's vector
+        emb = self.out(x)
+        return emb / torch.sqrt((emb * emb).sum(dim=1, keepdim=True) + 1e-12)
+
+
+class BasicAMT(nn.Module):
+    """Timbre-agnostic note model (~19k parameters)."""
+
+    def __init__(self, norm: str = "window") -> None:
+        super().__init__()
+        self.front = FrontEnd(norm)
+        self.notes = NoteBranch()
+
+    def forward_logits(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+        onset, frame = self.notes.forward_logits(self.front(audio))
+        return {"onset": onset, "frame": frame}
+
+    def forward(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.forward_logits(audio)
+        return {"onset": torch.sigmoid(out["onset"]), "frame": torch.sigmoid(out["frame"])}
+
+
+class Septimbre(BasicAMT):
+    """Note branch plus timbre encoder (~45k parameters)."""
+
+    def __init__(self, norm: str = "window") -> None:
+        super().__init__(norm)
+        self.timbre = TimbreEncoder()
+
+    def forward_logits(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+        stacked = self.front(audio)
+        onset, frame = self.notes.forward_logits(stacked)
+        return {"onset": onset, "frame": frame, "embedding": self.timbre(stacked)}
+
+    def forward(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.forward_logits(audio)
+        out["onset"] = torch.sigmoid(out["onset"])
+        out["frame"] = torch.sigmoid(out["frame"])
+        return out
+
+
+MODELS = {"basicamt": BasicAMT, "septimbre": Septimbre}
+
+
+def build_model(name: str, norm: str = "window") -> BasicAMT:
+    """Make an untrained model by name ('basicamt' or 'septimbre')."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name](norm)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

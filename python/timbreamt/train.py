@@ -1,0 +1,279 @@
+"""Training loop for BasicAMT and Septimbre: CPU (2 cores) or CUDA, resumable, DDP-ready.
+
+Run directory layout: ``last.pt`` (model + optimiser + scheduler + counters, written atomically each
+epoch), ``best.pt`` (best validation note F1), ``log.jsonl`` (one line per epoch), ``config.json``.
+Many GPUs: ``torchrun --nproc_per_node G -m timbreamt.cli train ...`` sets WORLD_SIZE/RANK/LOCAL_RANK;
+the loop then wraps the model in DistributedDataParallel, gives each rank its own sampling seed and
+lets rank 0 alone validate and write checkpoints.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import constants as C
+from .data import list_clips, load_clip, piano_rolls
+from .errors import DataError
+from .losses import info_nce, note_loss
+from .models import build_model, count_parameters
+
+
+@dataclass
+class TrainConfig:
+    model: str = "basicamt"
+    epochs: int = 30
+    steps_per_epoch: int = 100
+    batch_size: int = 8
+    segment_seconds: float = 5.0
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    noise_prob: float = 0.5
+    init_from: str = ""            # septimbre: BasicAMT checkpoint for the note branch (frozen)
+    val_clips: int = 24
+    threads: int = 2
+
+
+class ClipSampler:
+    """Random training crops from a folder of clips (kept in memory as float16)."""
+
+    def __init__(self, data_dir: str | Path, segment_seconds: float, rng: np.random.Generator,
+                 multi_part_only: bool = False) -> None:
+        self.clips = [load_clip(p) for p in list_clips(data_dir)]
+        if multi_part_only:
+            self.clips = [c for c in self.clips if len(c["programs"]) > 1]
+            if not self.clips:
+                raise DataError(f"no multi-instrument clips in {data_dir}: Septimbre needs mixtures")
+        self.segment = int(segment_seconds * C.SAMPLE_RATE) // C.HOP * C.HOP
+        self.rng = rng
+
+    def batch(self, size: int, noise_prob: float) -> dict[str, torch.Tensor]:
+        audios, frames, onsets, parts = [], [], [], []
+        for _ in range(size):
+            clip = self.clips[int(self.rng.integers(len(self.clips)))]
+            audio = clip["audio"].astype(np.float32)
+            max_start = max(0, len(audio) - self.segment) // C.HOP
+            start = int(self.rng.integers(max_start + 1)) * C.HOP
+            seg = np.zeros(self.segment, dtype=np.float32)
+            piece = audio[start:start + self.segment]
+            seg[:len(piece)] = piece
+            seg = augment(seg, self.rng, noise_prob)
+            n_frames = (self.segment - 1) // C.HOP + 1
+            notes = clip["notes"]
+            if self.rng.random() < 0.04:   # digital silence or faint noise: no notes
+                seg = (self.rng.standard_normal(len(seg)) * self.rng.choice([0.0, 1e-5, 1e-3])).astype(np.float32)
+                notes = notes[:0]
+            rolls = piano_rolls(notes, n_frames, offset_s=start / C.SAMPLE_RATE)
+            audios.append(seg)
+            frames.append(rolls["frame"])
+            onsets.append(rolls["onset"])
+            parts.append(rolls["part"])
+        return {"audio": torch.from_numpy(np.stack(audios)), "frame": torch.from_numpy(np.stack(frames)),
+                "onset": torch.from_numpy(np.stack(onsets)),
+                "part": torch.from_numpy(np.stack(parts).astype(np.int64))}
+
+
+def augment(audio: np.ndarray, rng: np.random.Generator, noise_prob: float) -> np.ndarray:
+    """Random gain, spectral tilt (one-pole EQ) and Gaussian noise."""
+    out = audio * 10 ** rng.uniform(-2, 0.3)
+    if rng.random() < 0.5:   # tilt: mix of the signal and its first difference / running mean
+        a = rng.uniform(-0.5, 0.5)
+        diff = np.concatenate([[0.0], np.diff(out)]).astype(np.float32)
+        out = out + a * diff
+    if rng.random() < noise_prob:
+        rms = float(np.sqrt(np.mean(out ** 2)) + 1e-8)
+        snr_db = rng.uniform(10, 40)
+        out = out + rng.normal(0, rms / 10 ** (snr_db / 20), out.shape).astype(np.float32)
+    return np.clip(out, -1, 1).astype(np.float32)
+
+
+def _device() -> torch.device:
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint written by this module; DataError with a clear message otherwise."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "best.pt" if (p / "best.pt").exists() else p / "last.pt"
+    if not p.is_file():
+        raise DataError(f"checkpoint not found: {p}")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise DataError(f"corrupt checkpoint {p}: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise DataError(f"{p} is not a timbreamt checkpoint (no model/config)")
+    return ckpt
+
+
+def model_from_checkpoint(path: str | Path) -> torch.nn.Module:
+    ckpt = load_checkpoint(path)
+    model = build_model(ckpt["config"]["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise DataError(f"checkpoint {path} does not fit model {ckpt['config']['model']}: "
+                        f"{str(exc).splitlines()[0]}") from exc
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, clips: list[dict], device: torch.device) -> dict[str, float]:
+    """Note onset F1 (mir_eval, 50 ms) and frame F1 on whole validation clips, default thresholds."""
+    from .evaluate import note_scores
+    from .notes import decode_notes
+
+    model.eval()
+    f1s, frame_tp, frame_fp, frame_fn = [], 0, 0, 0
+    for clip in clips:
+        audio = torch.from_numpy(clip["audio"].astype(np.float32))[None].to(device)
+        out = model(audio)
+        onset = out["onset"][0].float().cpu().numpy()
+        frame = out["frame"][0].float().cpu().numpy()
+        rolls = piano_rolls(clip["notes"], frame.shape[1])
+        pred = frame >= C.FRAME_THRESHOLD
+        frame_tp += int((pred & (rolls["frame"] > 0)).sum())
+        frame_fp += int((pred & (rolls["frame"] == 0)).sum())
+        frame_fn += int((~pred & (rolls["frame"] > 0)).sum())
+        events = decode_notes(onset, frame, C.ONSET_THRESHOLD, C.FRAME_THRESHOLD, C.MIN_NOTE_FRAMES,
+                              C.ENERGY_TOLERANCE)
+        est = np.stack([events["start"] * C.HOP_SECONDS, events["end"] * C.HOP_SECONDS, events["pitch"]], 1) \
+            if len(events) else np.zeros((0, 3))
+        f1s.append(note_scores(clip["notes"][:, [1, 2, 0]], est)["f1"])
+    frame_f1 = 2 * frame_tp / max(2 * frame_tp + frame_fp + frame_fn, 1)
+    model.train()
+    return {"note_f1": float(np.mean(f1s)), "frame_f1": float(frame_f1)}
+
+
+def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_dir: str | Path | None = None,
+          resume: bool = False, progress: bool = True) -> dict:
+    """Train (or resume) a model; returns the last epoch's log record."""
+    from tqdm import tqdm
+
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    rank = int(os.environ.get("RANK", 0))
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    device = _device()
+    if device.type == "cpu":
+        torch.set_num_threads(config.threads)
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed + rank)
+    rng = np.random.default_rng([config.seed, rank])
+    sampler = ClipSampler(data_dir, config.segment_seconds, rng, multi_part_only=config.model == "septimbre")
+    val_clips = [load_clip(p) for p in list_clips(val_dir)[:config.val_clips]] if val_dir else []
+
+    model = build_model(config.model).to(device)
+    if config.model == "septimbre":
+        if not config.init_from:
+            raise DataError("septimbre training needs --init-from a trained BasicAMT checkpoint")
+        note_ckpt = load_checkpoint(config.init_from)
+        missing = model.load_state_dict(note_ckpt["model"], strict=False)
+        if any(not k.startswith("timbre.") for k in missing.missing_keys):
+            raise DataError(f"{config.init_from} is not a BasicAMT checkpoint")
+        for name, p in model.named_parameters():
+            p.requires_grad = name.startswith("timbre.")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.3, patience=3)
+    start_epoch, best = 0, -1.0
+    last = run / "last.pt"
+    if resume:
+        if not last.exists():
+            raise DataError(f"--resume: no checkpoint in {run}")
+        ckpt = load_checkpoint(last)
+        model.load_state_dict(ckpt["model"])
+        optimiser.load_state_dict(ckpt["optimiser"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start_epoch, best = ckpt["epoch"] + 1, ckpt["best"]
+        rng.bit_generator.state = ckpt["rng"]
+        sampler.rng = rng
+    (run / "config.json").write_text(json.dumps(asdict(config), indent=1))
+    model = model.to(memory_format=torch.channels_last)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.model == "septimbre":   # frozen note branch keeps its BatchNorm statistics
+        model.front.eval()
+        model.notes.eval()
+    record: dict = {}
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.time()
+        net.train()
+        if config.model == "septimbre":
+            model.front.eval()
+            model.notes.eval()
+        losses = []
+        bar = tqdm(range(config.steps_per_epoch), disable=not progress or rank != 0,
+                   desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", leave=False)
+        for _ in bar:
+            batch = sampler.batch(config.batch_size, config.noise_prob)
+            audio = batch["audio"].to(device)
+            out = net.forward_logits(audio) if world == 1 else net.module.forward_logits(audio)
+            if config.model == "septimbre":
+                loss = info_nce(out["embedding"], batch["part"].to(device))
+            else:
+                loss = note_loss(out, batch["frame"].to(device), batch["onset"].to(device))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            model.front.clamp_affine()
+            losses.append(float(loss))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": optimiser.param_groups[0]["lr"],
+                  "seconds": round(time.time() - t0, 1),
+                  "audio_seconds": config.steps_per_epoch * config.batch_size * config.segment_seconds}
+        if rank == 0:
+            if val_clips and config.model == "basicamt":
+                record.update(validate(model, val_clips, device))
+                score = record["note_f1"]
+            else:
+                score = -record["loss"]
+            scheduler.step(score)
+            improved = score > best
+            best = max(best, score)
+            state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best,
+                     "rng": rng.bit_generator.state, "config": asdict(config), "record": record,
+                     "parameters": count_parameters(build_model(config.model))}
+            _atomic_save(state, last)
+            if improved:
+                _atomic_save(state, run / "best.pt")
+            with open(run / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
+                  flush=True)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return record
+
+
+@torch.no_grad()
+def calibrate_run(run: str | Path, val_dir: str | Path, max_clips: int = 36) -> tuple[float, float, float]:
+    """Grid-search decoding thresholds of a run's best checkpoint on validation clips."""
+    from .evaluate import calibrate_thresholds
+
+    model = model_from_checkpoint(run)
+    maps, refs = [], []
+    for p in list_clips(val_dir)[:max_clips]:
+        clip = load_clip(p)
+        out = model(torch.from_numpy(clip["audio"].astype(np.float32))[None])
+        maps.append((out["onset"][0].numpy(), out["frame"][0].numpy()))
+        refs.append(clip["notes"][:, [1, 2, 0]])
+    return calibrate_thresholds(maps, refs)

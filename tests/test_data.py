@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+
+from timbreamt import constants as C
+from timbreamt.data import piano_rolls, procedural_part, split_of
+
+
+def test_piano_rolls_frames_onsets_and_parts():
+    notes = np.array([[60, 0.0, 1.0, 0], [60, 0.5, 1.5, 1], [72, 1.0, 1.2, 1]], np.float32)
+    r = piano_rolls(notes, 200)
+    fps = C.FRAMES_PER_SECOND
+    row = 60 - 24
+    assert r["frame"][row, 0] == 1 and r["frame"][row, int(1.49 * fps)] == 1 and r["frame"][row, int(1.6 * fps)] == 0
+    assert r["onset"][row, 0] == 1 and r["onset"][row, round(0.5 * fps)] == 1
+    assert r["part"][row, 5] == 0 and r["part"][row, int(0.7 * fps)] == -2 and r["part"][row, int(1.3 * fps)] == 1
+    assert r["part"][72 - 24, int(1.1 * fps)] == 1
+    shifted = piano_rolls(notes, 100, offset_s=1.0)
+    assert shifted["onset"][row].sum() == 0 and shifted["frame"][72 - 24, :10].sum() > 0
+
+
+def test_procedural_parts_cover_range_with_chords():
+    rng = np.random.default_rng(0)
+    pitches, chords = [], 0
+    for _ in range(60):
+        part = procedural_part(rng, 10.0)
+        pitches += part.notes[:, 0].tolist()
+        starts = np.round(part.notes[:, 1], 1)
+        chords += len(starts) - len(np.unique(starts))
+        assert (part.notes[:, 2] > part.notes[:, 1]).all()
+        assert ((part.notes[:, 0] >= C.MIDI_MIN) & (part.notes[:, 0] <= C.MIDI_MAX)).all()
+    assert min(pitches) < 36 and max(pitches) > 95 and chords > 100
+
+
+def test_split_is_stable_and_about_ten_percent():
+    keys = [f"bach/bwv{i}.mxl" for i in range(2000)]
+    val = sum(split_of(k) == "val" for k in keys)
+    assert 120 < val < 280
+    assert split_of("bach/bwv1.mxl") == split_of("bach/bwv1.mxl")
+
+
+def test_reserved_composers_never_listed():
+    pytest.importorskip("music21")
+    from timbreamt.data import TRAIN_COMPOSERS, corpus_paths
+
+    assert not set(TRAIN_COMPOSERS) & set(C.RESERVED_COMPOSERS)
+    paths = corpus_paths("train")[:5000] + corpus_paths("val")
+    assert paths and not any(f"/{c}/" in p for p in paths for c in C.RESERVED_COMPOSERS)
+    assert not set(corpus_paths("train")) & set(corpus_paths("val"))
+
+
+def test_clip_synthesis_is_deterministic_and_labelled():
+    pytest.importorskip("fluidsynth")
+    from timbreamt.data import Renderer, make_clip
+
+    r = Renderer()
+    a = make_clip(7, 3, renderer=r, corpus_fraction=0.0)
+    make_clip(7, 4, renderer=r, corpus_fraction=0.0)           # another clip in between
+    b = make_clip(7, 3, renderer=r, corpus_fraction=0.0)
+    assert np.array_equal(a["notes"], b["notes"]) and np.array_equal(a["programs"], b["programs"])
+    # the same audio up to fluidsynth's int16 dither (which it does not let us seed)
+    x, y = a["audio"].astype(np.float32), b["audio"].astype(np.float32)
+    assert np.corrcoef(x, y)[0, 1] > 0.9999 and np.abs(x - y).mean() < 1e-3 * np.abs(x).mean() * 10
+    assert a["audio"].dtype == np.float16 and len(a["audio"]) == int(10 * C.SAMPLE_RATE)
+    assert 0.05 < np.abs(a["audio"].astype(np.float32)).max() <= 1.0
+    assert set(a["programs"].tolist()) <= set(C.TRAIN_PROGRAMS)
+    assert not set(a["programs"].tolist()) & set(C.HELDOUT_PROGRAMS)
+    assert a["notes"][:, 3].max() < len(a["programs"])
+
+
+def test_missing_soundfont_and_empty_data_dir(tmp_path):
+    from timbreamt.data import check_synthesis, list_clips
+    from timbreamt.errors import DataError
+
+    with pytest.raises(DataError, match="soundfont not found"):
+        check_synthesis((str(tmp_path / "none.sf2"),))
+    with pytest.raises(DataError, match="no clips"):
+        list_clips(tmp_path)
+    with pytest.raises(DataError, match="not found"):
+        list_clips(tmp_path / "nope")
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    pytest.importorskip("torch")
+    from timbreamt.errors import DataError
+    from timbreamt.train import load_checkpoint
+
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="corrupt checkpoint"):
+        load_checkpoint(bad)
+    with pytest.raises(DataError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")

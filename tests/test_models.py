@@ -1,0 +1,133 @@
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from timbreamt import constants as C  # noqa: E402
+from timbreamt.losses import focal_loss, info_nce, note_loss  # noqa: E402
+from timbreamt.models import build_model, count_parameters  # noqa: E402
+
+
+def test_parameter_counts():
+    basic = count_parameters(build_model("basicamt"))
+    sept = count_parameters(build_model("septimbre"))
+    assert 15_000 <= basic <= 20_000
+    assert 40_000 <= sept <= 50_000
+
+
+@pytest.mark.parametrize("name", ["basicamt", "septimbre"])
+def test_output_shapes(name):
+    model = build_model(name).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, C.SAMPLE_RATE) * 0.1)
+    frames = (C.SAMPLE_RATE - 1) // C.HOP + 1
+    assert out["onset"].shape == (2, C.N_PITCHES, frames)
+    assert out["frame"].shape == (2, C.N_PITCHES, frames)
+    assert ((out["frame"] >= 0) & (out["frame"] <= 1)).all()
+    if name == "septimbre":
+        emb = out["embedding"]
+        assert emb.shape == (2, C.EMBEDDING_DIM, C.N_PITCHES, frames)
+        norms = emb.pow(2).sum(1).sqrt()
+        assert torch.allclose(norms, torch.ones_like(norms), atol=1e-4)
+
+
+@pytest.mark.parametrize("norm", ["window", "global"])
+@pytest.mark.parametrize("n", [1, 256, C.SAMPLE_RATE // 2])
+def test_finite_on_silence_and_tiny_inputs(norm, n):
+    model = build_model("septimbre", norm=norm).eval()
+    with torch.no_grad():
+        for audio in (torch.zeros(1, n), torch.randn(1, n) * 1e-5, torch.rand(1, n) * 2 - 1):
+            out = model(audio)
+            for v in out.values():
+                assert torch.isfinite(v).all()
+
+
+@pytest.mark.parametrize("gain", [1e-3, 0.5, 3.0])
+def test_features_are_gain_invariant(gain):
+    model = build_model("basicamt").eval()
+    rng = np.random.default_rng(0)
+    t = np.arange(C.SAMPLE_RATE * 2) / C.SAMPLE_RATE
+    audio = sum(0.2 * np.sin(2 * np.pi * f * t) for f in (220.0, 330.0, 1250.0))
+    audio = (audio + rng.standard_normal(len(t)) * 0.01).astype(np.float32)
+    x = torch.from_numpy(audio)[None]
+    with torch.no_grad():
+        a = model.front.norm(model.front.cqt(x))
+        b = model.front.norm(model.front.cqt(x * gain))
+    assert torch.allclose(a, b, atol=2e-3)
+
+
+def test_silence_gives_the_lowest_feature():
+    model = build_model("basicamt").eval()
+    with torch.no_grad():
+        feat = model.front.norm(model.front.cqt(torch.zeros(1, C.SAMPLE_RATE)))
+    assert torch.allclose(feat, torch.full_like(feat, float(np.log(np.float32(C.EPS)))))
+
+
+def test_window_norm_is_local_but_global_is_not():
+    """The default normalisation makes a frame independent of audio far away; the paper's does not."""
+    rng = np.random.default_rng(1)
+    base = (rng.standard_normal(C.SAMPLE_RATE * 12) * 0.05).astype(np.float32)
+    loud_tail = base.copy()
+    loud_tail[C.SAMPLE_RATE * 9:] *= 20
+    for norm, should_match in (("window", True), ("global", False)):
+        model = build_model("basicamt", norm=norm).eval()
+        with torch.no_grad():
+            a = model.front(torch.from_numpy(base)[None])[..., :200]
+            b = model.front(torch.from_numpy(loud_tail)[None])[..., :200]
+        assert torch.allclose(a, b, atol=1e-4) == should_match, norm
+
+
+def test_harmonic_stacking_shifts():
+    model = build_model("basicamt")
+    assert model.front.shifts == [0, 36, 57, 72, 84, 93, 101, -36]
+
+
+def test_focal_loss_prefers_right_answers():
+    target = torch.tensor([[1.0, 0.0, 0.0]])
+    good = torch.tensor([[4.0, -4.0, -4.0]])
+    bad = -good
+    assert focal_loss(good, target, 0.2) < focal_loss(bad, target, 0.2)
+
+
+def test_info_nce_rewards_separated_embeddings():
+    part = torch.full((1, 84, 10), -1, dtype=torch.long)
+    part[0, 10, :] = 0
+    part[0, 40, :] = 1
+    separated = torch.zeros(1, 12, 84, 10)
+    separated[0, 0, 10] = 1
+    separated[0, 1, 40] = 1
+    mixed = torch.zeros(1, 12, 84, 10)
+    mixed[0, 0] = 1
+    assert info_nce(separated, part) < info_nce(mixed, part) - 0.1
+    # a single instrument gives no contrastive term
+    solo = part.clone()
+    solo[solo == 1] = 0
+    assert float(info_nce(separated, solo)) == 0.0
+
+
+def test_tiny_training_run_lowers_loss():
+    torch.manual_seed(0)
+    model = build_model("basicamt")
+    sr = C.SAMPLE_RATE
+    t = np.arange(sr) / sr
+    audio = np.zeros((2, sr), np.float32)
+    frame = torch.zeros(2, 84, (sr - 1) // C.HOP + 1)
+    onset = torch.zeros_like(frame)
+    for b, midi in enumerate((60, 67)):
+        f = 440 * 2 ** ((midi - 69) / 12)
+        audio[b, sr // 4:] = 0.3 * np.sin(2 * np.pi * f * t[sr // 4:])
+        start = int(round(0.25 * C.FRAMES_PER_SECOND))
+        frame[b, midi - 24, start:] = 1
+        onset[b, midi - 24, start] = 1
+    x = torch.from_numpy(audio)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(20):
+        loss = note_loss(model.forward_logits(x), frame, onset)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.front.clamp_affine()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert C.AFFINE_K_RANGE[0] <= float(model.front.k) <= C.AFFINE_K_RANGE[1]

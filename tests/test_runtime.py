@@ -1,0 +1,294 @@
+"""The transcription runtime: chunking, bad input, outputs, CLI. Uses the shipped ONNX models."""
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import REFERENCE_MODELS, tone
+from timbreamt.chunks import HOP_INPUT, n_frames, plan_windows
+from timbreamt.errors import AudioError, ModelError, OutputError
+from timbreamt.transcribe import Model, Transcriber, _windows_from_stream
+from timbreamt.transcription import Transcription
+
+SR = 44100
+
+
+@pytest.fixture(scope="module")
+def sept(shipped_models):
+    return Transcriber(shipped_models / "septimbre.onnx")
+
+
+@pytest.fixture(scope="module")
+def basic(shipped_models):
+    return Transcriber(shipped_models / "basicamt.onnx")
+
+
+def write(path: Path, data: np.ndarray, sr: int = SR, subtype: str | None = None) -> Path:
+    sf.write(str(path), data, sr, subtype=subtype)
+    return path
+
+
+def melody(seconds=6.0, sr=SR):
+    out = np.zeros(int(seconds * sr), np.float32)
+    for i, p in enumerate([60, 64, 67, 72, 67, 64]):
+        s = int(i * sr * seconds / 6)
+        seg = tone(p, seconds / 6, sr)
+        out[s:s + len(seg)] += seg
+    return out
+
+
+# ---------------------------------------------------------------------------------- chunking
+def test_plan_covers_all_frames_once():
+    for n in (1, 511, 512, 44100 * 61 + 17):
+        windows = plan_windows(n, core_frames=700, context_frames=258)
+        cores = [f for w in windows for f in range(w.core_start, w.core_end)]
+        assert cores == list(range(n_frames(n)))
+        assert all(w.in_start % HOP_INPUT == 0 and 0 <= w.in_start < w.in_end <= n for w in windows)
+
+
+def test_streamed_windows_equal_planned_windows():
+    n = 44100 * 50 + 333
+    audio = np.arange(n, dtype=np.float32)
+    blocks = [audio[i:i + 12345] for i in range(0, n, 12345)]
+    got = [(w, chunk.copy()) for w, chunk, _, _ in _windows_from_stream(blocks, 700, 258)]
+    assert [w for w, _ in got] == plan_windows(n, 700, 258)
+    for w, chunk in got:
+        assert np.array_equal(chunk, audio[w.in_start:w.in_end])
+
+
+def test_chunked_maps_equal_whole_file_maps(shipped_models):
+    model = Model(shipped_models / "septimbre.onnx")
+    audio = np.tile(melody(), 6)[: SR * 30]
+    rng = np.random.default_rng(0)
+    audio = audio + rng.standard_normal(len(audio)).astype(np.float32) * 0.01
+    whole = model.run(audio)
+    parts = {k: [] for k in whole}
+    for w, chunk, _, _ in _windows_from_stream([audio], 600, 258):
+        out = model.run(chunk)
+        for k, v in out.items():
+            parts[k].append(v[..., w.core_start - w.frame_start:w.core_end - w.frame_start])
+    for k in whole:
+        diff = np.abs(np.concatenate(parts[k], axis=-1) - whole[k])
+        assert diff.max() < 1e-3, (k, diff.max())
+
+
+def test_chunked_transcription_equals_whole_file(sept):
+    audio = np.tile(melody(), 5)
+    a = sept.transcribe(audio, sr=SR, instruments=2, core_frames=400)
+    b = sept.transcribe(audio, sr=SR, instruments=2, core_frames=100000)
+    assert a.to_dict() == b.to_dict()
+    assert a.n_notes > 0
+
+
+# ---------------------------------------------------------------------------------- results
+def test_transcribes_reference_mix_into_tracks(sept, reference_dir):
+    result = sept.transcribe(reference_dir / "three_mix.wav", instruments=3)
+    assert len(result.tracks) == 3
+    assert result.n_notes >= 10
+    assert result.sample_rate == 44100 and abs(result.duration - 3.8255) < 0.01
+    d = result.to_dict()
+    assert set(d) == {"version", "model", "sample_rate", "duration", "tracks"}
+    for t in d["tracks"]:
+        for n in t["notes"]:
+            assert set(n) == {"pitch", "start", "end", "velocity"}
+            assert 24 <= n["pitch"] <= 107 and 0 <= n["start"] < n["end"] <= result.duration + 0.05
+            assert 1 <= n["velocity"] <= 127
+    assert Transcription.from_json(result.to_json()).to_dict() == d
+
+
+def test_deterministic(sept, reference_dir):
+    a = sept.transcribe(reference_dir / "three_mix.wav", instruments="auto")
+    b = sept.transcribe(reference_dir / "three_mix.wav", instruments="auto")
+    assert a.to_dict() == b.to_dict()
+
+
+def test_silence_gives_no_notes(sept, tmp_path):
+    result = sept.transcribe(write(tmp_path / "silent.wav", np.zeros(SR * 5, np.float32)), instruments="auto")
+    assert result.n_notes == 0 and result.duration == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("rate", [8000, 192000])
+def test_unusual_sample_rates(basic, tmp_path, rate):
+    audio = melody(sr=rate)
+    ref = basic.transcribe(melody(), sr=SR)
+    got = basic.transcribe(write(tmp_path / f"r{rate}.wav", audio, rate))
+    assert got.sample_rate == rate and got.duration == pytest.approx(6.0, abs=0.01)
+    if rate == 192000:   # same content, resampled twice: (nearly) the same notes
+        from timbreamt.evaluate import note_scores
+
+        def rows(r):
+            return np.array([[n.start, n.end, n.pitch] for n in r.tracks[0].notes]).reshape(-1, 3)
+        assert note_scores(rows(ref), rows(got))["f1"] >= 0.9
+
+
+def test_six_channels_and_int16(basic, tmp_path):
+    mono = melody()
+    six = np.repeat(mono[:, None], 6, axis=1)
+    a = basic.transcribe(write(tmp_path / "six.wav", six, subtype="PCM_16"))
+    b = basic.transcribe(mono, sr=SR)
+    assert [n.pitch for n in a.tracks[0].notes] == [n.pitch for n in b.tracks[0].notes]
+
+
+@pytest.mark.parametrize("fmt", ["flac", "ogg", "mp3"])
+def test_compressed_formats(basic, tmp_path, fmt):
+    path = tmp_path / f"m.{fmt}"
+    sf.write(str(path), melody(), SR, format=fmt.upper() if fmt != "ogg" else "OGG")
+    result = basic.transcribe(path)
+    assert {60, 64, 67} <= {n.pitch for n in result.tracks[0].notes}
+
+
+# ---------------------------------------------------------------------------------- bad input
+def test_bad_inputs_give_clear_errors(basic, tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"this is not audio at all" * 100)
+    good = write(tmp_path / "good.wav", melody())
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(good.read_bytes()[:30])
+    zero = write(tmp_path / "zero.wav", np.zeros(0, np.float32))
+    cases = {empty: "empty file", junk: "not a readable audio file", truncated: "not a readable audio file",
+             tmp_path: "directory", tmp_path / "missing.wav": "no such file", zero: "empty"}
+    for path, words in cases.items():
+        with pytest.raises(AudioError, match=words):
+            basic.transcribe(path)
+
+
+def test_lying_header_and_truncated_data(basic, tmp_path):
+    good = write(tmp_path / "good.wav", melody(), subtype="PCM_16")
+    data = bytearray(good.read_bytes())
+    # claim 10 hours of data in the RIFF and data chunk sizes; only 6 s follow
+    ten_hours = 10 * 3600 * SR * 2
+    data[4:8] = struct.pack("<I", min(ten_hours + 36, 2**32 - 1))
+    idx = data.index(b"data")
+    data[idx + 4: idx + 8] = struct.pack("<I", min(ten_hours, 2**32 - 2))
+    liar = tmp_path / "liar.wav"
+    liar.write_bytes(bytes(data))
+    result = basic.transcribe(liar)
+    assert result.duration == pytest.approx(6.0, abs=0.01)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    assert basic.transcribe(cut).duration == pytest.approx(3.0, abs=0.05)
+
+
+def test_nan_samples_rejected(basic, tmp_path):
+    audio = melody()
+    audio[SR * 2] = np.nan
+    path = write(tmp_path / "nan.wav", audio, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN"):
+        basic.transcribe(path)
+    with pytest.raises(AudioError, match="NaN"):
+        basic.transcribe(audio, sr=SR)
+
+
+def test_array_input_validation(basic):
+    with pytest.raises(AudioError, match="channels, samples"):
+        basic.transcribe(np.zeros((2, SR), np.float32), sr=SR)
+    with pytest.raises(AudioError, match="sample rate"):
+        basic.transcribe(np.zeros(SR, np.float32), sr=0)
+    with pytest.raises(ValueError, match="sample rate"):
+        basic.transcribe(np.zeros(SR, np.float32))
+    with pytest.raises(AudioError, match="empty"):
+        basic.transcribe(np.zeros(0, np.float32), sr=SR)
+
+
+def test_model_errors(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        Model(tmp_path / "nope.onnx")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage" * 50)
+    with pytest.raises(ModelError, match="cannot load"):
+        Model(corrupt)
+
+
+def test_basicamt_cannot_separate(basic):
+    with pytest.raises(ModelError, match="timbre embedding"):
+        basic.transcribe(melody(), sr=SR, instruments=3)
+
+
+def test_more_instruments_than_notes(sept):
+    audio = tone(60, 1.0, SR)
+    n = sept.transcribe(audio, sr=SR, instruments=None).n_notes
+    assert n >= 1
+    result = sept.transcribe(audio, sr=SR, instruments=n + 2)
+    assert len(result.tracks) == n + 2 and result.n_notes == n
+    assert sum(1 for t in result.tracks if not t.notes) >= 2
+    assert any("only" in w for w in result.warnings)
+
+
+def test_reference_models_follow_the_contract(reference_dir):
+    t = Transcriber(REFERENCE_MODELS / "septimbre_44100.onnx")
+    result = t.transcribe(reference_dir / "three_mix.wav", instruments=3)
+    assert len(result.tracks) == 3 and result.n_notes > 10
+
+
+# ---------------------------------------------------------------------------------- CLI + outputs
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "timbreamt.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def test_cli_batch_outputs_and_errors(tmp_path, reference_dir, shipped_models):
+    import mido
+
+    out = tmp_path / "out"
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"nope" * 10)
+    r = run_cli("transcribe", reference_dir / "three_mix.wav", bad, reference_dir / "piano_short.wav",
+                "-o", out, "--instruments", "3", "--format", "midi,json,csv", "--quiet")
+    assert r.returncode != 0
+    assert "bad.wav" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{s}.{e}" for s in ("three_mix", "piano_short") for e in ("mid", "json", "csv"))
+    assert "three_mix.wav" in r.stdout and "3 track(s)" in r.stdout
+    data = json.loads((out / "three_mix.json").read_text())
+    mid = mido.MidiFile(str(out / "three_mix.mid"))
+    note_tracks = [t for t in mid.tracks if any(m.type == "note_on" for m in t)]
+    assert len(mid.tracks) == 4
+    names = [next(m.name for m in t if m.type == "track_name") for t in mid.tracks[1:]]
+    assert names == [t["name"] for t in data["tracks"]]
+    channels = [{m.channel for m in t if m.type == "note_on"} for t in note_tracks]
+    assert all(len(c) == 1 for c in channels) and len(set().union(*channels)) == len(note_tracks)
+    n_json = sum(len(t["notes"]) for t in data["tracks"])
+    assert sum(1 for t in mid.tracks for m in t if m.type == "note_on") == n_json
+    lines = (out / "three_mix.csv").read_text().splitlines()
+    assert lines[0] == "track,pitch,start,end,velocity" and len(lines) == n_json + 1
+
+    # no overwrite without --overwrite: the file is untouched
+    before = (out / "three_mix.json").read_bytes()
+    r = run_cli("transcribe", reference_dir / "three_mix.wav", "-o", out, "--quiet")
+    assert r.returncode != 0 and "exists" in r.stderr
+    assert (out / "three_mix.json").read_bytes() == before
+    r = run_cli("transcribe", reference_dir / "three_mix.wav", "-o", out, "--quiet", "--overwrite",
+                "--model", "basicamt")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads((out / "three_mix.json").read_text())["tracks"]) == 1
+
+
+def test_cli_bad_model_and_options(tmp_path, reference_dir):
+    r = run_cli("transcribe", reference_dir / "three_mix.wav", "-o", tmp_path, "--model", tmp_path / "x.onnx")
+    assert r.returncode != 0 and "model file not found" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("transcribe", reference_dir / "three_mix.wav", "-o", tmp_path, "--instruments", "zero")
+    assert r.returncode == 2 and "positive integer" in r.stderr
+    r = run_cli("transcribe", reference_dir / "three_mix.wav", "-o", tmp_path, "--onset-threshold", "3", "--quiet")
+    assert r.returncode != 0 and "onset_threshold" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_failed_write_leaves_nothing(tmp_path, reference_dir, sept):
+    from timbreamt.midi import output_paths, write_outputs
+
+    result = sept.transcribe(reference_dir / "three_mix.wav", instruments=2)
+    target = tmp_path / "ro"
+    target.mkdir()
+    (target / "three_mix.json").mkdir()        # a folder where the JSON should go: the rename fails
+    with pytest.raises(OutputError):
+        write_outputs(result, output_paths("three_mix.wav", target, ["midi", "json"]), overwrite=True)
+    leftovers = [p.name for p in target.iterdir() if p.name.endswith(".part")]
+    assert leftovers == []

@@ -1,0 +1,174 @@
+/* timbreamt worker (classic Web Worker, so noteDigger-style hosts can use it too).
+ *
+ * Loads onnxruntime-web and Pyodide (+ numpy + our wheel) once, then for each job: runs the ONNX
+ * graph window by window (the plan and the stitching come from timbreamt.chunks in Pyodide, the same
+ * code as the CLI), decodes notes and clusters them in Pyodide, and replies with the CLI's JSON.
+ *
+ * Messages in:  {type:'init', baseUrl, threads?}
+ *               {type:'transcribe', id, samples: Float32Array (mono, 44.1 kHz), sampleRate (original),
+ *                model: 'basicamt'|'septimbre'|URL, instruments: 'auto'|N, options?, returnMaps?}
+ * Messages out: {type:'ready', threads, crossOriginIsolated}
+ *               {type:'progress', id, stage, done, total}
+ *               {type:'result', id, transcription, warnings, midi: ArrayBuffer, maps?, timings}
+ *               {type:'error', id, message}
+ */
+'use strict';
+
+const INPUT_RATE = 44100;
+let baseUrl = '';
+let pyodide = null;
+let readyPromise = null;
+const sessions = new Map();
+
+function post(msg, transfer) { self.postMessage(msg, transfer || []); }
+
+async function init(base, threads) {
+  baseUrl = base.endsWith('/') ? base : base + '/';
+  if (typeof WebAssembly !== 'object') throw new Error('this browser has no WebAssembly: timbreamt cannot run here');
+  importScripts(baseUrl + 'ort/ort.wasm.min.js');
+  ort.env.wasm.wasmPaths = baseUrl + 'ort/';
+  // Threads need cross-origin isolation (COOP/COEP); without it onnxruntime-web runs on one thread.
+  const wanted = threads || Math.min(2, self.navigator.hardwareConcurrency || 1);
+  ort.env.wasm.numThreads = self.crossOriginIsolated ? wanted : 1;
+  importScripts(baseUrl + 'pyodide/pyodide.js');
+  pyodide = await loadPyodide({ indexURL: baseUrl + 'pyodide/' });
+  await pyodide.loadPackage('numpy');
+  const wheels = await (await fetch(baseUrl + 'wheels/index.json')).json();
+  await pyodide.loadPackage(baseUrl + 'wheels/' + wheels.timbreamt);
+  pyodide.runPython('import timbreamt.browser');
+  return { threads: ort.env.wasm.numThreads, crossOriginIsolated: !!self.crossOriginIsolated };
+}
+
+async function getSession(model) {
+  const url = /\.onnx$/.test(model) ? new URL(model, baseUrl).href : baseUrl + 'models/' + model + '.onnx';
+  if (!sessions.has(url)) {
+    const resp = await fetch(url);
+    if (!resp.ok) throw new Error(`model not found: ${url} (HTTP ${resp.status})`);
+    const bytes = new Uint8Array(await resp.arrayBuffer());
+    let session;
+    try {
+      session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
+    } catch (e) {
+      throw new Error(`cannot load model ${url}: ${e.message || e}`);
+    }
+    if (session.inputNames[0] !== 'audio' || session.outputNames[0] !== 'onset' || session.outputNames[1] !== 'frame') {
+      throw new Error(`${url} does not follow the timbreamt ONNX contract`);
+    }
+    const meta = await readMetadata(bytes);
+    sessions.set(url, { session, meta, name: meta.model || url.split('/').pop().replace(/\.onnx$/, '') });
+  }
+  return sessions.get(url);
+}
+
+/* The graph's metadata_props (decoding defaults) read with Python's protobuf-free parser. */
+async function readMetadata(bytes) {
+  const fn = pyodide.runPython('from timbreamt.onnx_meta import read_metadata; read_metadata');
+  const meta = fn(bytes).toJs({ dict_converter: Object.fromEntries });
+  fn.destroy();
+  return meta;
+}
+
+async function transcribe(msg) {
+  const t0 = performance.now();
+  const { id, samples } = msg;
+  if (!(samples instanceof Float32Array)) throw new Error('samples must be a Float32Array');
+  if (samples.length === 0) throw new Error('audio is empty (0 samples)');
+  for (let i = 0; i < samples.length; i += 1) {
+    if (!Number.isFinite(samples[i])) throw new Error(`audio contains NaN or infinite samples at ${(i / INPUT_RATE).toFixed(2)} s`);
+  }
+  const { session, meta, name } = await getSession(msg.model || 'septimbre');
+  const hasEmbedding = session.outputNames.includes('embedding');
+  const fallback = hasEmbedding ? [0.35, 0.31] : [0.38, 0.22];   // reference graphs carry no metadata
+  const opts = msg.options || {};
+  const onsetT = opts.onsetThreshold ?? (meta.onset_threshold ? Number(meta.onset_threshold) : fallback[0]);
+  const frameT = opts.frameThreshold ?? (meta.frame_threshold ? Number(meta.frame_threshold) : fallback[1]);
+  const minFrames = opts.minNoteFrames ?? (meta.min_note_frames ? Number(meta.min_note_frames) : 6);
+  const Job = pyodide.runPython('timbreamt.browser.BrowserJob');
+  const instruments = msg.instruments === undefined ? 'auto' : msg.instruments;
+  const job = Job.callKwargs(samples.length, name, hasEmbedding, instruments, msg.sampleRate || INPUT_RATE, {
+    onset_threshold: onsetT, frame_threshold: frameT, min_note_frames: minFrames,
+    ...(opts.coreFrames ? { core_frames: opts.coreFrames } : {}),
+  });
+  Job.destroy();
+  const windows = job.window_list().toJs();
+  const maps = msg.returnMaps ? { onset: [], frame: [], embedding: [] } : null;
+  const timings = { inference: 0, postprocess: 0 };
+  try {
+    for (let i = 0; i < windows.length; i += 1) {
+      const [inStart, inEnd, coreStart, coreEnd] = windows[i];
+      post({ type: 'progress', id, stage: 'inference', done: i, total: windows.length });
+      const tIn = performance.now();
+      const input = new ort.Tensor('float32', samples.subarray(inStart, inEnd), [1, 1, inEnd - inStart]);
+      const out = await session.run({ audio: input });
+      timings.inference += performance.now() - tIn;
+      const frames = out.onset.dims[2];
+      const tPost = performance.now();
+      job.add(i, frames, out.onset.data, out.frame.data, hasEmbedding ? out.embedding.data : null);
+      timings.postprocess += performance.now() - tPost;
+      if (maps) {
+        const lo = coreStart - Math.floor(inStart / 512);
+        const hi = coreEnd - Math.floor(inStart / 512);
+        maps.onset.push(sliceMap(out.onset.data, frames, lo, hi, 84));
+        maps.frame.push(sliceMap(out.frame.data, frames, lo, hi, 84));
+        if (hasEmbedding) maps.embedding.push(sliceMap(out.embedding.data, frames, lo, hi, 12 * 84));
+      }
+      for (const t of Object.values(out)) if (t.dispose) t.dispose();
+    }
+    post({ type: 'progress', id, stage: hasEmbedding && instruments !== 1 ? 'notes+clustering' : 'notes', done: windows.length, total: windows.length });
+    const tPost = performance.now();
+    const result = JSON.parse(job.finish());
+    const midiProxy = job.midi();
+    const midi = midiProxy.toJs().slice().buffer;
+    midiProxy.destroy();
+    timings.postprocess += performance.now() - tPost;
+    timings.total = performance.now() - t0;
+    const warnings = result.warnings || [];
+    delete result.warnings;
+    const reply = { type: 'result', id, transcription: result, warnings, midi, timings };
+    const transfer = [midi];
+    if (maps) {
+      reply.maps = { onset: concatMaps(maps.onset, 84), frame: concatMaps(maps.frame, 84) };
+      if (hasEmbedding) reply.maps.embedding = concatMaps(maps.embedding, 12 * 84);
+    }
+    post(reply, transfer);
+  } finally {
+    job.destroy();
+  }
+}
+
+/* rows x frames (row-major) -> rows x (hi - lo) */
+function sliceMap(data, frames, lo, hi, rows) {
+  const out = new Float32Array(rows * (hi - lo));
+  for (let r = 0; r < rows; r += 1) out.set(data.subarray(r * frames + lo, r * frames + hi), r * (hi - lo));
+  return { rows, frames: hi - lo, data: out };
+}
+
+function concatMaps(parts, rows) {
+  const total = parts.reduce((n, p) => n + p.frames, 0);
+  const out = new Float32Array(rows * total);
+  let at = 0;
+  for (const p of parts) {
+    for (let r = 0; r < rows; r += 1) out.set(p.data.subarray(r * p.frames, (r + 1) * p.frames), r * total + at);
+    at += p.frames;
+  }
+  return { rows, frames: total, data: Array.from(out) };
+}
+
+self.onmessage = async (event) => {
+  const msg = event.data || {};
+  try {
+    if (msg.type === 'init') {
+      readyPromise = readyPromise || init(msg.baseUrl, msg.threads);
+      post({ type: 'ready', ...(await readyPromise) });
+    } else if (msg.type === 'transcribe') {
+      if (!readyPromise) throw new Error('worker not initialised: send {type:"init"} first');
+      await readyPromise;
+      await transcribe(msg);
+    }
+  } catch (e) {
+    const text = String((e && e.message) || e);
+    const message = /memory|Out of bounds|allocation/i.test(text)
+      ? `out of memory: ${text} (try a shorter file or close other tabs)` : text;
+    post({ type: 'error', id: msg.id, message });
+  }
+};
