@@ -68,9 +68,11 @@ async function readMetadata(bytes) {
   return meta;
 }
 
-async function transcribe(msg) {
+/* Run one job; returns the 'result' reply. onProgress(stage, done, total) is optional. */
+async function runJob(msg, onProgress) {
   const t0 = performance.now();
-  const { id, samples } = msg;
+  const progress = onProgress || (() => {});
+  const { samples } = msg;
   if (!(samples instanceof Float32Array)) throw new Error('samples must be a Float32Array');
   if (samples.length === 0) throw new Error('audio is empty (0 samples)');
   for (let i = 0; i < samples.length; i += 1) {
@@ -96,7 +98,7 @@ async function transcribe(msg) {
   try {
     for (let i = 0; i < windows.length; i += 1) {
       const [inStart, inEnd, coreStart, coreEnd] = windows[i];
-      post({ type: 'progress', id, stage: 'inference', done: i, total: windows.length });
+      progress('inference', i, windows.length);
       const tIn = performance.now();
       const input = new ort.Tensor('float32', samples.subarray(inStart, inEnd), [1, 1, inEnd - inStart]);
       const out = await session.run({ audio: input });
@@ -114,7 +116,7 @@ async function transcribe(msg) {
       }
       for (const t of Object.values(out)) if (t.dispose) t.dispose();
     }
-    post({ type: 'progress', id, stage: hasEmbedding && instruments !== 1 ? 'notes+clustering' : 'notes', done: windows.length, total: windows.length });
+    progress(hasEmbedding && instruments !== 1 ? 'notes+clustering' : 'notes', windows.length, windows.length);
     const tPost = performance.now();
     const result = JSON.parse(job.finish());
     const midiProxy = job.midi();
@@ -124,16 +126,20 @@ async function transcribe(msg) {
     timings.total = performance.now() - t0;
     const warnings = result.warnings || [];
     delete result.warnings;
-    const reply = { type: 'result', id, transcription: result, warnings, midi, timings };
-    const transfer = [midi];
+    const reply = { type: 'result', id: msg.id, transcription: result, warnings, midi, timings };
     if (maps) {
       reply.maps = { onset: concatMaps(maps.onset, 84), frame: concatMaps(maps.frame, 84) };
       if (hasEmbedding) reply.maps.embedding = concatMaps(maps.embedding, 12 * 84);
     }
-    post(reply, transfer);
+    return reply;
   } finally {
     job.destroy();
   }
+}
+
+async function transcribe(msg) {
+  const reply = await runJob(msg, (stage, done, total) => post({ type: 'progress', id: msg.id, stage, done, total }));
+  post(reply, [reply.midi]);
 }
 
 /* rows x frames (row-major) -> rows x (hi - lo) */

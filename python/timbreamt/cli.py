@@ -147,6 +147,30 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import SYSTEMS, bench, table
+
+    systems = args.systems.split(",") if args.systems else list(SYSTEMS)
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        print(f"timbreamt: error: unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}", file=sys.stderr)
+        return 2
+    durations = [float(d) for d in args.durations.split(",")]
+    rows = bench(durations, systems, threads=args.threads)
+    print()
+    print(f"{args.threads} threads, each pipeline in its own process, file in -> notes out")
+    print(table(rows))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_references, markdown
+
+    rows = evaluate_references()
+    print(markdown(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="timbreamt", description="Timbre-agnostic multi-instrument transcription")
     sub = p.add_subparsers(dest="command", required=True)
@@ -178,6 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--no-isolation", action="store_true", help="omit COOP/COEP (single-threaded ORT)")
     s.set_defaults(func=_cmd_serve)
+
+    s = sub.add_parser("bench", help="real-time factor and peak memory vs peers (same run)")
+    s.add_argument("--durations", default="30,300,1800", help="comma-separated seconds of audio")
+    s.add_argument("--systems", default="", help="comma-separated subset of the systems")
+    s.add_argument("--threads", type=int, default=2)
+    s.set_defaults(func=_cmd_bench)
+
+    s = sub.add_parser("eval", help="note and multi-instrument F1 of every system on the reference examples")
+    s.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser("data", help="synthesise a training/validation data set with fluidsynth")
     s.add_argument("--hours", type=float, required=True)

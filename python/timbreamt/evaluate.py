@@ -1,6 +1,8 @@
 """Metrics: mir_eval note scores, frame scores and multi-instrument scores by best assignment."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -69,3 +71,198 @@ def calibrate_thresholds(maps: list[tuple[np.ndarray, np.ndarray]], refs: list[n
             if f1 > best[2]:
                 best = (ot, ft, f1)
     return best
+
+
+def multi_instrument_scores(ref_parts: list[np.ndarray], tracks: list[np.ndarray], onset_tolerance: float = 0.05) -> dict[str, float]:
+    """Tracks matched to reference parts by the assignment maximising total note F1.
+
+    ref_parts, tracks: lists of (n, 3) arrays of (start_s, end_s, midi_pitch). Returns the mean note F1
+    over parts (a part left without a track scores 0) and the assignment accuracy: the share of matched
+    (correctly transcribed) notes that sit in the track assigned to their part.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    if not ref_parts:
+        raise ValueError("no reference parts")
+    f1 = np.zeros((len(ref_parts), max(len(tracks), 1)))
+    for i, part in enumerate(ref_parts):
+        for j, track in enumerate(tracks):
+            f1[i, j] = note_scores(part, track, onset_tolerance)["f1"]
+    rows, cols = linear_sum_assignment(-f1)
+    per_part = np.zeros(len(ref_parts))
+    per_part[rows] = f1[rows, cols]
+    # assignment accuracy: among reference notes found in any track, the share found in the right one
+    right = total = 0
+    assigned = dict(zip(rows.tolist(), cols.tolist()))
+    for i, part in enumerate(ref_parts):
+        for j, track in enumerate(tracks):
+            hits = _matched_ref_count(part, track, onset_tolerance)
+            total += hits
+            if assigned.get(i) == j:
+                right += hits
+    return {"multi_f1": float(per_part.mean()), "assignment_accuracy": float(right / total) if total else 0.0}
+
+
+def _matched_ref_count(ref: np.ndarray, est: np.ndarray, onset_tolerance: float) -> int:
+    import mir_eval
+
+    ref, est = _as_notes(ref, "ref"), _as_notes(est, "est")
+    if not len(ref) or not len(est):
+        return 0
+    hz = lambda p: 440.0 * 2 ** ((p - 69) / 12)  # noqa: E731
+    ri, ei = ref[:, :2].copy(), est[:, :2].copy()
+    ri[:, 1] = np.maximum(ri[:, 1], ri[:, 0] + 1e-3)
+    ei[:, 1] = np.maximum(ei[:, 1], ei[:, 0] + 1e-3)
+    return len(mir_eval.transcription.match_notes(ri, hz(ref[:, 2]), ei, hz(est[:, 2]),
+                                                  onset_tolerance=onset_tolerance, offset_ratio=None))
+
+
+def midi_parts(path: str | Path) -> list[np.ndarray]:
+    """Reference notes of a MIDI file, one (n, 3) array of (start_s, end_s, pitch) per track with notes
+    (tempo changes from any track apply to all, as in a type-1 file)."""
+    import mido
+
+    mid = mido.MidiFile(str(path))
+    tempos = []
+    for track in mid.tracks:
+        tick = 0
+        for msg in track:
+            tick += msg.time
+            if msg.type == "set_tempo":
+                tempos.append((tick, msg.tempo))
+    tempos.sort()
+
+    def seconds(tick: int) -> float:
+        out, last_tick, tempo = 0.0, 0, 500000
+        for t, new_tempo in tempos:
+            if t >= tick:
+                break
+            out += mido.tick2second(t - last_tick, mid.ticks_per_beat, tempo)
+            last_tick, tempo = t, new_tempo
+        return out + mido.tick2second(tick - last_tick, mid.ticks_per_beat, tempo)
+
+    parts = []
+    for track in mid.tracks:
+        tick, open_notes, notes = 0, {}, []
+        for msg in track:
+            tick += msg.time
+            if msg.type == "note_on" and msg.velocity > 0:
+                open_notes.setdefault((msg.channel, msg.note), []).append(tick)
+            elif msg.type in ("note_off", "note_on") and open_notes.get((msg.channel, msg.note)):
+                start = open_notes[(msg.channel, msg.note)].pop(0)
+                notes.append((seconds(start), seconds(tick), msg.note))
+        if notes:
+            parts.append(np.array(sorted(notes), dtype=np.float64))
+    return parts
+
+
+# ------------------------------------------------------------------------------------------------
+# Spotify's basic-pitch as a peer: its shipped ONNX graph (pip install --no-deps basic-pitch), run
+# on its own 2 s windows, decoded by the same Basic Pitch style decoder as ours.
+BP_WINDOW = 43844
+BP_OVERLAP_FRAMES = 30
+BP_FRAMES_PER_WINDOW = 172
+
+
+def basic_pitch_model_path() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("basic_pitch")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("basic-pitch is not installed (pip install --no-deps basic-pitch==0.4.0)")
+    return Path(list(spec.submodule_search_locations)[0]) / "saved_models" / "icassp_2022" / "nmp.onnx"
+
+
+class BasicPitch:
+    """basic-pitch's ONNX model with its windowing; notes in seconds."""
+
+    def __init__(self, threads: int = 2) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(str(basic_pitch_model_path()), so, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def transcribe(self, audio_22k: np.ndarray, onset_threshold: float = 0.5, frame_threshold: float = 0.3,
+                   min_note_frames: int = 11) -> np.ndarray:
+        """audio (n,) float32 at 22050 Hz -> notes (k, 3) rows (start_s, end_s, pitch)."""
+        from .notes import decode_notes
+
+        overlap = BP_OVERLAP_FRAMES * 256
+        hop = BP_WINDOW - overlap
+        padded = np.concatenate([np.zeros(overlap // 2, np.float32), audio_22k.astype(np.float32)])
+        n_olap = BP_OVERLAP_FRAMES // 2
+        keep = BP_FRAMES_PER_WINDOW - 2 * n_olap
+        notes_parts, onsets_parts = [], []
+        for start in range(0, len(padded), hop):
+            window = padded[start:start + BP_WINDOW]
+            window = np.pad(window, (0, BP_WINDOW - len(window)))
+            out = self.session.run(["StatefulPartitionedCall:1", "StatefulPartitionedCall:2"],
+                                   {self.input: window[None, :, None]})
+            notes_parts.append(out[0][0, n_olap:-n_olap])
+            onsets_parts.append(out[1][0, n_olap:-n_olap])
+        n_frames = int(np.floor(len(audio_22k) * (22050 // 256) / 22050))
+        frame = np.concatenate(notes_parts)[:n_frames].T[3:87]     # MIDI 21..108 -> 24..107
+        onset = np.concatenate(onsets_parts)[:n_frames].T[3:87]
+        ev = decode_notes(np.ascontiguousarray(onset), np.ascontiguousarray(frame), onset_threshold,
+                          frame_threshold, min_note_frames, 11)
+        if not len(ev):
+            return np.zeros((0, 3))
+
+        def seconds(j):   # exact time of unwrapped frame j: its window's start plus its local frame
+            w, local = np.divmod(j, keep)
+            return (w * hop + (local + n_olap) * 256 - overlap // 2) / 22050.0
+        return np.stack([seconds(ev["start"]), seconds(ev["end"]), ev["pitch"]], axis=1).astype(np.float64)
+
+
+def evaluate_references(reference_dir: Path | None = None, models: Path | None = None,
+                        reference_models: Path | None = None) -> list[dict]:
+    """Every system on the shared reference examples (piano_short, three_mix, short_mix)."""
+    from .audio import AudioStream
+    from .transcribe import Transcriber, models_dir
+
+    root = Path(__file__).resolve().parents[2]
+    reference_dir = reference_dir or root.parent / "shared" / "data" / "reference"
+    models = models or models_dir()
+    reference_models = reference_models or root.parent / "shared" / "data" / "reference-models"
+    systems = {"timbreamt basicamt": (models / "basicamt.onnx", False),
+               "timbreamt septimbre": (models / "septimbre.onnx", True),
+               "reference basicamt": (reference_models / "basicamt_44100.onnx", False),
+               "reference septimbre": (reference_models / "septimbre_44100.onnx", True)}
+    bp = BasicPitch()
+    rows = []
+    for name in ("piano_short", "three_mix", "short_mix"):
+        wav = reference_dir / f"{name}.wav"
+        parts = midi_parts(reference_dir / f"{name}.mid")
+        ref = np.concatenate(parts)
+        for system, (path, separates) in systems.items():
+            t = Transcriber(path)
+            res = t.transcribe(wav, instruments=None)
+            est = np.array([[n.start, n.end, n.pitch] for tr in res.tracks for n in tr.notes]).reshape(-1, 3)
+            row = {"clip": name, "system": system, "note_f1": note_scores(ref, est)["f1"],
+                   "note_f1_offsets": note_scores(ref, est, with_offsets=True)["f1"]}
+            if separates and len(parts) > 1:
+                sep = t.transcribe(wav, instruments=len(parts))
+                tracks = [np.array([[n.start, n.end, n.pitch] for n in tr.notes]).reshape(-1, 3) for tr in sep.tracks]
+                row.update(multi_instrument_scores(parts, tracks))
+                auto = t.transcribe(wav, instruments="auto")
+                row["auto_n"] = len(auto.tracks)
+            rows.append(row)
+        audio = np.concatenate(list(AudioStream(wav, 22050)))
+        est = bp.transcribe(audio)
+        rows.append({"clip": name, "system": "basic-pitch", "note_f1": note_scores(ref, est)["f1"],
+                     "note_f1_offsets": note_scores(ref, est, with_offsets=True)["f1"]})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| clip | system | note F1 | F1 with offsets | multi-instrument F1 (N given) | assignment acc. | auto N |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        multi = f"{r['multi_f1']:.3f}" if "multi_f1" in r else "-"
+        acc = f"{r['assignment_accuracy']:.3f}" if "assignment_accuracy" in r else "-"
+        lines.append(f"| {r['clip']} | {r['system']} | {r['note_f1']:.3f} | {r['note_f1_offsets']:.3f} | {multi} | "
+                     f"{acc} | {r.get('auto_n', '-')} |")
+    return "\n".join(lines)

@@ -73,11 +73,18 @@ class FrontEnd(nn.Module):
         with torch.no_grad():
             self.k.clamp_(*C.AFFINE_K_RANGE)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        feat = self.norm(self.cqt(audio)) * self.k + self.b            # (B, 288, T)
+    def features(self, audio: torch.Tensor) -> torch.Tensor:
+        """Normalised log-energy CQT (B, 288, T), before the learnable affine."""
+        return self.norm(self.cqt(audio))
+
+    def stack(self, feat: torch.Tensor) -> torch.Tensor:
+        """(B, 288, T) -> harmonically stacked (B, 8, 252, T)."""
         padded = F.pad(feat, (0, 0, self.pad_low, self.pad_high))
         chans = [padded[:, self.pad_low + s: self.pad_low + s + C.STACKED_BINS] for s in self.shifts]
-        return torch.stack(chans, dim=1)                               # (B, 8, 252, T)
+        return torch.stack(chans, dim=1)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.stack(self.features(audio) * self.k + self.b)
 
 
 def conv(cin: int, cout: int, kernel: tuple[int, int], stride: tuple[int, int] = (1, 1),
@@ -127,10 +134,15 @@ class FrameNorm(nn.Module):
 
 
 class TimbreEncoder(nn.Module):
-    """stacked (B, 8, 252, T) -> embedding (B, 12, 84, T), L2-normalised over channels."""
+    """stacked (B, 8, 252, T) -> embedding (B, 12, 84, T), L2-normalised over channels.
+
+    It has its own feature affine (k, b): the encoder then depends on nothing the note branch learns,
+    so both can be trained independently (even at the same time) and combined."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.k = nn.Parameter(torch.tensor(0.1))
+        self.b = nn.Parameter(torch.tensor(0.0))
         self.conv1 = conv(8, 16, (5, 5))
         self.norm1 = FrameNorm(16)
         self.conv2 = conv(16, 8, (25, 3), dilation=(3, 1))
@@ -177,9 +189,10 @@ class Septimbre(BasicAMT):
         self.timbre = TimbreEncoder()
 
     def forward_logits(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
-        stacked = self.front(audio)
-        onset, frame = self.notes.forward_logits(stacked)
-        return {"onset": onset, "frame": frame, "embedding": self.timbre(stacked)}
+        feat = self.front.features(audio)
+        onset, frame = self.notes.forward_logits(self.front.stack(feat * self.front.k + self.front.b))
+        embedding = self.timbre(self.front.stack(feat * self.timbre.k + self.timbre.b))
+        return {"onset": onset, "frame": frame, "embedding": embedding}
 
     def forward(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.forward_logits(audio)

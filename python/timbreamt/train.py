@@ -234,6 +234,9 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
             loss.backward()
             optimiser.step()
             model.front.clamp_affine()
+            if config.model == "septimbre":
+                with torch.no_grad():
+                    model.timbre.k.clamp_(*C.AFFINE_K_RANGE)
             losses.append(float(loss))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": optimiser.param_groups[0]["lr"],

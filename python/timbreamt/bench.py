@@ -1,0 +1,106 @@
+"""`timbreamt bench`: real-time factor and peak RSS of full pipelines, each in its own process.
+
+Systems: our BasicAMT and Septimbre (with clustering), the reference graphs run through our windowed
+runtime, and Spotify's basic-pitch ONNX (its own 2 s windows). All on the same synthetic input (the
+reference examples repeated to length), same thread count, same run; ratios against basic-pitch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SYSTEMS = ("timbreamt-basicamt", "timbreamt-septimbre", "reference-basicamt", "reference-septimbre", "basic-pitch")
+
+
+def make_input(seconds: float, path: Path, source_dir: Path) -> Path:
+    """A 44.1 kHz mono 16-bit WAV of ``seconds``: the reference examples repeated (written in blocks)."""
+    import soundfile as sf
+    import soxr
+
+    pieces = []
+    for name in ("short_mix", "three_mix", "piano_short"):
+        data, sr = sf.read(str(source_dir / f"{name}.wav"), dtype="float32", always_2d=True)
+        mono = data.mean(axis=1)
+        pieces.append(soxr.resample(mono, sr, 44100).astype(np.float32) if sr != 44100 else mono)
+    loop = np.concatenate(pieces)
+    total = int(seconds * 44100)
+    with sf.SoundFile(str(path), "w", 44100, 1, subtype="PCM_16") as f:
+        written = 0
+        while written < total:
+            block = loop[: total - written]
+            f.write(block)
+            written += len(block)
+    return path
+
+
+def _child(system: str, audio: str, threads: int, models: str, reference: str) -> dict:
+    """Runs in a fresh process: the whole pipeline, file in -> notes out."""
+    t0 = time.perf_counter()
+    if system == "basic-pitch":
+        from .audio import AudioStream
+        from .evaluate import BasicPitch
+
+        samples = np.concatenate(list(AudioStream(audio, 22050)))
+        n = len(BasicPitch(threads).transcribe(samples))
+    else:
+        from .transcribe import Transcriber
+
+        owner, kind = system.split("-")
+        path = Path(models) / f"{kind}.onnx" if owner == "timbreamt" else Path(reference) / f"{kind}_44100.onnx"
+        result = Transcriber(path, threads).transcribe(audio, instruments="auto" if kind == "septimbre" else None)
+        n = result.n_notes
+    return {"seconds": time.perf_counter() - t0, "notes": n}
+
+
+def run_one(system: str, audio: Path, threads: int, models: Path, reference: Path) -> dict:
+    code = ("import json,sys; from timbreamt.bench import _child; "
+            f"print(json.dumps(_child({system!r}, {str(audio)!r}, {threads}, {str(models)!r}, {str(reference)!r})))")
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{system} failed: {err.strip().splitlines()[-1] if err.strip() else status}")
+    record = json.loads(out.strip().splitlines()[-1])
+    record["peak_rss_mib"] = usage.ru_maxrss / 1024   # Linux reports KiB
+    return record
+
+
+def bench(durations: list[float], systems: list[str], threads: int = 2, models: Path | None = None,
+          reference: Path | None = None, source: Path | None = None, log=print) -> list[dict]:
+    from .transcribe import models_dir
+
+    root = Path(__file__).resolve().parents[2]
+    models = models or models_dir()
+    reference = reference or root.parent / "shared" / "data" / "reference-models"
+    source = source or root.parent / "shared" / "data" / "reference"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seconds in durations:
+            audio = make_input(seconds, Path(tmp) / f"bench_{int(seconds)}s.wav", source)
+            for system in systems:
+                rec = run_one(system, audio, threads, models, reference)
+                rec.update(system=system, audio_seconds=seconds, rtf=rec["seconds"] / seconds)
+                rows.append(rec)
+                log(f"{system:22s} {seconds:7.0f} s  RTF {rec['rtf']:.4f}  peak RSS {rec['peak_rss_mib']:7.1f} MiB  "
+                    f"{rec['notes']} notes")
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table with RTF and memory ratios against basic-pitch at the same duration."""
+    lines = ["| audio | system | RTF | RTF / basic-pitch | peak RSS MiB | RSS / basic-pitch |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        peer = next((p for p in rows if p["system"] == "basic-pitch" and p["audio_seconds"] == r["audio_seconds"]), None)
+        ratio = f"{r['rtf'] / peer['rtf']:.2f}" if peer else "-"
+        mem = f"{r['peak_rss_mib'] / peer['peak_rss_mib']:.2f}" if peer else "-"
+        lines.append(f"| {r['audio_seconds'] / 60:.1f} min | {r['system']} | {r['rtf']:.4f} | {ratio} | "
+                     f"{r['peak_rss_mib']:.0f} | {mem} |")
+    return "\n".join(lines)

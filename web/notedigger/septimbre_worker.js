@@ -1,0 +1,11 @@
+/* Drop-in replacement for noteDigger's dataProcess/AI/septimbre_worker.js (same message contract).
+ * Install: copy the timbreamt bundle to noteDigger/timbreamt/, then copy this file over
+ * noteDigger/dataProcess/AI/septimbre_worker.js. Models come from timbreamt/notedigger/config.json.
+ * Gets k (a number) then the samples (Float32Array, 44.1 kHz); replies Array(<=k) of
+ * [{onset, offset, note, velocity}] in model frames (hop 256 at 22050 Hz), or {type:'error', message}.
+ * Unlike the original: windows (long songs in bounded memory), deterministic clustering.
+ */
+'use strict';
+self.TIMBREAMT_BASE = self.TIMBREAMT_BASE || new URL('../../timbreamt/', self.location.href).href;
+importScripts(self.TIMBREAMT_BASE + 'notedigger/dropin_common.js');
+timbreamtDropIn('septimbre');
