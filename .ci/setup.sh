@@ -27,7 +27,8 @@ if [ ! -x .venv/bin/python ] || ! cmp -s requirements.lock .venv/.requirements.l
   echo "setup: creating .venv from requirements.lock"
   "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade "pip==24.3.1"
-  .venv/bin/python -m pip install -q --extra-index-url https://download.pytorch.org/whl/cpu \
+  # torch==2.13.0+cpu: the CPU wheel this machine kind keeps in its local wheel directory
+  .venv/bin/python -m pip install -q \
     -r requirements.lock
   # basic-pitch is a peer in benchmarks only: its ONNX model, none of its (TensorFlow) dependencies
   .venv/bin/python -m pip install -q --no-deps "basic-pitch==0.4.0"

@@ -104,3 +104,61 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['audio_seconds'] / 60:.1f} min | {r['system']} | {r['rtf']:.4f} | {ratio} | "
                      f"{r['peak_rss_mib']:.0f} | {mem} |")
     return "\n".join(lines)
+
+
+def bench_web(seconds: float = 300.0, model: str = "septimbre", instruments: str | int = "auto",
+              source: Path | None = None, log=print) -> dict:
+    """Drive the bundled page in Chromium (Playwright, 2 ORT threads with COOP/COEP): cold start
+    (page open -> engine ready) and stage timings of one transcription of ``seconds`` of audio."""
+    import shutil
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    from .web import bundle, make_server
+
+    root = Path(__file__).resolve().parents[2]
+    source = source or root.parent / "shared" / "data" / "reference"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "web"
+        bundle(out)
+        make_input(seconds, out / "examples" / "bench.wav", source)
+        server = make_server(out, 0, isolate=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        chromium = shutil.which("chromium") or "/usr/bin/chromium"
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu",
+                                                                            "--disable-background-networking"])
+                page = browser.new_page()
+                page.set_default_timeout(600_000)
+                t0 = time.perf_counter()
+                page.goto(url)
+                page.wait_for_function("document.body.dataset.ready === 'true'")
+                cold = time.perf_counter() - t0
+                result = page.evaluate("""async ([model, instruments]) => {
+                    const t0 = performance.now();
+                    const bytes = await (await fetch('examples/bench.wav')).arrayBuffer();
+                    const ctx = new AudioContext({ sampleRate: 44100 });
+                    const buf = await ctx.decodeAudioData(bytes);
+                    const mono = buf.getChannelData(0).slice();
+                    const decode = performance.now() - t0;
+                    const t1 = performance.now();
+                    const r = await window.timbreamtPage.transcriber.transcribeDetailed(mono, 44100, { model, instruments });
+                    return { decode_ms: decode, total_ms: performance.now() - t1, timings: r.timings,
+                             threads: window.timbreamtPage.transcriber.info.threads,
+                             notes: r.transcription.tracks.reduce((n, t) => n + t.notes.length, 0),
+                             tracks: r.transcription.tracks.length };
+                }""", [model, instruments])
+                browser.close()
+        finally:
+            server.shutdown()
+    record = {"audio_seconds": seconds, "cold_start_s": cold, "decode_s": result["decode_ms"] / 1000,
+              "inference_s": result["timings"]["inference"] / 1000,
+              "postprocess_s": result["timings"]["postprocess"] / 1000,
+              "transcribe_s": result["total_ms"] / 1000, "threads": result["threads"],
+              "notes": result["notes"], "tracks": result["tracks"]}
+    record["rtf"] = record["transcribe_s"] / seconds
+    log(json.dumps(record, indent=1))
+    return record

@@ -56,10 +56,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.val:
         from .train import calibrate_run
 
-        onset_t, frame_t, f1 = calibrate_run(args.run, args.val)
+        onset_t, frame_t, f1 = calibrate_run(args.run, args.val, notes_from=args.notes_from)
         thresholds = (onset_t, frame_t)
         print(f"calibrated on {args.val}: onset {onset_t}, frame {frame_t} (validation note F1 {f1:.3f})")
-    for path in export_run(args.run, args.out, name=args.name, thresholds=thresholds):
+    for path in export_run(args.run, args.out, name=args.name, thresholds=thresholds, notes_from=args.notes_from):
         print(f"wrote {path} (all export checks passed)")
     return 0
 
@@ -150,6 +150,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import SYSTEMS, bench, table
 
+    if args.web:
+        from .bench import bench_web
+
+        bench_web(float(args.durations.split(",")[0]) if args.durations != "30,300,1800" else 300.0)
+        return 0
     systems = args.systems.split(",") if args.systems else list(SYSTEMS)
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
@@ -207,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--durations", default="30,300,1800", help="comma-separated seconds of audio")
     s.add_argument("--systems", default="", help="comma-separated subset of the systems")
     s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--web", action="store_true", help="time the page in Chromium instead (default 300 s of audio)")
     s.set_defaults(func=_cmd_bench)
 
     s = sub.add_parser("eval", help="note and multi-instrument F1 of every system on the reference examples")
@@ -245,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="export/models")
     s.add_argument("--name", default=None, help="file stem (default: the model name)")
     s.add_argument("--val", default=None, help="validation clips: calibrate the decoding thresholds on them")
+    s.add_argument("--notes-from", default=None, help="septimbre: take the note branch from this basicamt run")
     s.set_defaults(func=_cmd_export)
     return p
 

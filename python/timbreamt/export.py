@@ -236,15 +236,27 @@ def verify(path: str | Path, model_name: str, torch_model=None) -> dict[str, flo
 
 
 def export_run(run: str | Path, out_dir: str | Path, name: str | None = None,
-               thresholds: tuple[float, float] | None = None) -> list[Path]:
+               thresholds: tuple[float, float] | None = None, notes_from: str | Path | None = None) -> list[Path]:
     """Export the best checkpoint of a training run to ``out_dir/<name>.onnx``; ``thresholds``
-    (onset, frame) become the graph's decoding defaults."""
+    (onset, frame) become the graph's decoding defaults. ``notes_from``: a BasicAMT run whose front
+    end and note branch replace a Septimbre's (its timbre encoder is independent of them)."""
+    from .errors import DataError
     from .train import load_checkpoint, model_from_checkpoint
 
     ckpt = load_checkpoint(run)
     model_name = ckpt["config"]["model"]
     model = model_from_checkpoint(run)
     meta = {"epoch": str(ckpt.get("epoch", -1) + 1)}
+    if notes_from:
+        if model_name != "septimbre":
+            raise DataError("--notes-from applies to a septimbre run")
+        notes_ckpt = load_checkpoint(notes_from)
+        if notes_ckpt["config"]["model"] != "basicamt":
+            raise DataError(f"{notes_from} is not a basicamt run")
+        state = model.state_dict()
+        state.update({k: v for k, v in notes_ckpt["model"].items() if k.startswith(("front.", "notes."))})
+        model.load_state_dict(state)
+        meta["notes_epoch"] = str(notes_ckpt.get("epoch", -1) + 1)
     if thresholds:
         meta.update(onset_threshold=f"{thresholds[0]:.3f}", frame_threshold=f"{thresholds[1]:.3f}")
     return [export_model(model, model_name, Path(out_dir) / f"{name or model_name}.onnx", meta)]

@@ -268,11 +268,13 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
 
 
 @torch.no_grad()
-def calibrate_run(run: str | Path, val_dir: str | Path, max_clips: int = 36) -> tuple[float, float, float]:
-    """Grid-search decoding thresholds of a run's best checkpoint on validation clips."""
+def calibrate_run(run: str | Path, val_dir: str | Path, max_clips: int = 36,
+                  notes_from: str | Path | None = None) -> tuple[float, float, float]:
+    """Grid-search decoding thresholds of a run's best checkpoint (or of ``notes_from``, whose note
+    branch a Septimbre export takes) on validation clips."""
     from .evaluate import calibrate_thresholds
 
-    model = model_from_checkpoint(run)
+    model = model_from_checkpoint(notes_from or run)
     maps, refs = [], []
     for p in list_clips(val_dir)[:max_clips]:
         clip = load_clip(p)
