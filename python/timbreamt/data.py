@@ -8,10 +8,8 @@ and the composers reserved in constants.RESERVED_COMPOSERS are never read at all
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -381,17 +379,3 @@ def piano_rolls(notes: np.ndarray, n_frames: int, offset_s: float = 0.0) -> dict
         if 0 <= o < n_frames:
             onset[row, o] = 1
     return {"frame": frame, "onset": onset, "part": part}
-
-
-def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def remove_partial(out_dir: str | Path) -> None:
-    for p in Path(out_dir).glob("*.tmp.npz"):
-        p.unlink()
-    shutil.rmtree(Path(out_dir) / "tmp", ignore_errors=True)

@@ -9,7 +9,6 @@ lets rank 0 alone validate and write checkpoints.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass

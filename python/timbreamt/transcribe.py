@@ -11,7 +11,6 @@ reference models (whose in-graph max division makes windows disagree slightly; o
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 

@@ -1,0 +1,28 @@
+"""The benchmark harness runs (no speed figure is asserted: machines are shared and noisy)."""
+import soundfile as sf
+
+from conftest import REFERENCE, REFERENCE_MODELS
+from timbreamt.bench import make_input, run_one, table
+
+
+def test_make_input_and_one_run_each(tmp_path, shipped_models):
+    wav = make_input(7.0, tmp_path / "b.wav", REFERENCE)
+    info = sf.info(str(wav))
+    assert info.samplerate == 44100 and info.channels == 1 and abs(info.duration - 7.0) < 1e-3
+    rows = []
+    for system in ("timbreamt-septimbre", "reference-basicamt", "basic-pitch"):
+        rec = run_one(system, wav, 1, shipped_models, REFERENCE_MODELS)
+        assert rec["seconds"] > 0 and rec["peak_rss_mib"] > 10 and rec["notes"] >= 0
+        rows.append({**rec, "system": system, "audio_seconds": 7.0, "rtf": rec["seconds"] / 7.0})
+    md = table(rows)
+    assert md.count("\n") == len(rows) + 1 and "| basic-pitch | " in md
+    assert "| 1.00 |" in md.splitlines()[-1]     # basic-pitch against itself
+
+
+def test_info_prints_parameter_counts():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "timbreamt.cli", "info"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "basicamt: 19,017 parameters" in out.stdout and "septimbre: 44,999 parameters" in out.stdout
