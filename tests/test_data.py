@@ -90,3 +90,35 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(bad)
     with pytest.raises(DataError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_train_cli_checkpoints_resumes_and_exports(tmp_path):
+    """A tiny real run through the CLI: data -> train -> resume -> export (all checks)."""
+    pytest.importorskip("fluidsynth")
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "timbreamt.cli", *map(str, args)], capture_output=True, text=True)
+
+    data = tmp_path / "data"
+    r = cli("data", "--hours", 0.006, "--out", data, "--workers", 1, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert len(list(data.glob("clip_*.npz"))) == 2
+    run = tmp_path / "run"
+    common = ["--data", data, "--val", data, "--out", run, "--steps", 2, "--batch", 2, "--segment", 1, "--quiet"]
+    r = cli("train", "basicamt", "--epochs", 1, *common)
+    assert r.returncode == 0, r.stderr
+    r = cli("train", "basicamt", "--epochs", 2, "--resume", *common)
+    assert r.returncode == 0, r.stderr
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [rec["epoch"] for rec in log] == [1, 2] and "note_f1" in log[-1]
+    r = cli("export", run, "--out", tmp_path / "models")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "models" / "basicamt.onnx").is_file()
+    r = cli("train", "basicamt", "--epochs", 1, "--data", tmp_path / "nothing", "--out", run)
+    assert r.returncode != 0 and "data folder not found" in r.stderr and "Traceback" not in r.stderr
+    (run / "last.pt").write_bytes(b"broken")
+    r = cli("train", "basicamt", "--epochs", 3, "--resume", *common)
+    assert r.returncode != 0 and "corrupt checkpoint" in r.stderr and "Traceback" not in r.stderr

@@ -176,8 +176,12 @@ class BasicAMT(nn.Module):
         onset, frame = self.notes.forward_logits(self.front(audio))
         return {"onset": onset, "frame": frame}
 
-    def forward(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, audio: torch.Tensor, logits: bool = False) -> dict[str, torch.Tensor]:
+        """Probabilities (or, with ``logits``, the training logits: going through forward() lets
+        DistributedDataParallel synchronise gradients)."""
         out = self.forward_logits(audio)
+        if logits:
+            return out
         return {"onset": torch.sigmoid(out["onset"]), "frame": torch.sigmoid(out["frame"])}
 
 
@@ -194,8 +198,10 @@ class Septimbre(BasicAMT):
         embedding = self.timbre(self.front.stack(feat * self.timbre.k + self.timbre.b))
         return {"onset": onset, "frame": frame, "embedding": embedding}
 
-    def forward(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, audio: torch.Tensor, logits: bool = False) -> dict[str, torch.Tensor]:
         out = self.forward_logits(audio)
+        if logits:
+            return out
         out["onset"] = torch.sigmoid(out["onset"])
         out["frame"] = torch.sigmoid(out["frame"])
         return out

@@ -224,7 +224,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
         for _ in bar:
             batch = sampler.batch(config.batch_size, config.noise_prob)
             audio = batch["audio"].to(device)
-            out = net.forward_logits(audio) if world == 1 else net.module.forward_logits(audio)
+            out = net(audio, logits=True)
             if config.model == "septimbre":
                 loss = info_nce(out["embedding"], batch["part"].to(device))
             else:
