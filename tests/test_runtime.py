@@ -47,7 +47,7 @@ def melody(seconds=6.0, sr=SR):
 # ---------------------------------------------------------------------------------- chunking
 def test_plan_covers_all_frames_once():
     for n in (1, 511, 512, 44100 * 61 + 17):
-        windows = plan_windows(n, core_frames=700, context_frames=258)
+        windows = plan_windows(n, core_frames=700, context_frames=264)
         cores = [f for w in windows for f in range(w.core_start, w.core_end)]
         assert cores == list(range(n_frames(n)))
         assert all(w.in_start % HOP_INPUT == 0 and 0 <= w.in_start < w.in_end <= n for w in windows)
@@ -57,8 +57,10 @@ def test_streamed_windows_equal_planned_windows():
     n = 44100 * 50 + 333
     audio = np.arange(n, dtype=np.float32)
     blocks = [audio[i:i + 12345] for i in range(0, n, 12345)]
-    got = [(w, chunk.copy()) for w, chunk, _, _ in _windows_from_stream(blocks, 700, 258)]
-    assert [w for w, _ in got] == plan_windows(n, 700, 258)
+    got = [(w, chunk.copy()) for w, chunk, _, _ in _windows_from_stream(blocks, 700, 264)]
+    assert [w for w, _ in got] == plan_windows(n, 700, 264)
+    with pytest.raises(ValueError, match="multiples"):
+        plan_windows(n, 701, 264)
     for w, chunk in got:
         assert np.array_equal(chunk, audio[w.in_start:w.in_end])
 
@@ -70,7 +72,7 @@ def test_chunked_maps_equal_whole_file_maps(shipped_models):
     audio = audio + rng.standard_normal(len(audio)).astype(np.float32) * 0.01
     whole = model.run(audio)
     parts = {k: [] for k in whole}
-    for w, chunk, _, _ in _windows_from_stream([audio], 600, 258):
+    for w, chunk, _, _ in _windows_from_stream([audio], 600, 264):
         out = model.run(chunk)
         for k, v in out.items():
             parts[k].append(v[..., w.core_start - w.frame_start:w.core_end - w.frame_start])

@@ -23,9 +23,11 @@ INPUT_RATE = 44100
 HOP_INPUT = 512                     # input samples per frame (hop 256 at 22050 Hz)
 FRAMES_PER_SECOND = INPUT_RATE / HOP_INPUT
 CORE_FRAMES = 2048                  # ~23.8 s
-CONTEXT_FRAMES = 258                # ~3.0 s: covers the receptive field of our graphs
+CONTEXT_FRAMES = 264                # ~3.1 s: covers the receptive field of our graphs; a multiple of
+                                    # 4 so windows start on the timbre encoder's 4-frame grid
 N_PITCHES = 84
 PEAK_MARGIN = 3                     # frames of context needed by inferred onsets + peak picking
+FRAME_GRID = 4                      # window starts on multiples of this (the timbre encoder's stride)
 
 
 @dataclass(frozen=True)
@@ -51,12 +53,20 @@ def n_frames(n_samples: int) -> int:
     return (n22 - 1) // 256 + 1
 
 
+def check_window_sizes(core_frames: int, context_frames: int) -> None:
+    """Window sizes must keep every window start on the FRAME_GRID, else strided layers disagree."""
+    if core_frames < 1 or context_frames < 0:
+        raise ValueError("core_frames must be >= 1 and context_frames >= 0")
+    if core_frames % FRAME_GRID or context_frames % FRAME_GRID:
+        raise ValueError(f"core_frames and context_frames must be multiples of {FRAME_GRID}, "
+                         f"got {core_frames} and {context_frames}")
+
+
 def plan_windows(n_samples: int, core_frames: int = CORE_FRAMES, context_frames: int = CONTEXT_FRAMES) -> list[Window]:
     """Windows covering ``n_samples`` input samples (44.1 kHz). Starts are multiples of HOP_INPUT."""
     if n_samples < 0:
         raise ValueError(f"n_samples must be >= 0, got {n_samples}")
-    if core_frames < 1 or context_frames < 0:
-        raise ValueError("core_frames must be >= 1 and context_frames >= 0")
+    check_window_sizes(core_frames, context_frames)
     total = n_frames(n_samples)
     windows = []
     for core_start in range(0, total, core_frames):

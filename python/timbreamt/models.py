@@ -136,14 +136,21 @@ class FrameNorm(nn.Module):
 class TimbreEncoder(nn.Module):
     """stacked (B, 8, 252, T) -> embedding (B, 12, 84, T), L2-normalised over channels.
 
-    It has its own feature affine (k, b): the encoder then depends on nothing the note branch learns,
-    so both can be trained independently (even at the same time) and combined."""
+    Timbre changes slowly: the encoder works at a quarter of the frame rate (its first convolution has
+    stride 4 in time) and each embedding is repeated over its 4 frames. That cuts its cost ~4x, which
+    keeps Septimbre within the speed budget; notes are >= 6 frames, so each has its own embeddings.
+    Chunked inference stays exact when windows start at multiples of TIME_STRIDE frames.
+    It also has its own feature affine (k, b): the encoder then depends on nothing the note branch
+    learns, so both can be trained independently (even at the same time) and combined."""
+
+    TIME_STRIDE = 4
 
     def __init__(self) -> None:
         super().__init__()
         self.k = nn.Parameter(torch.tensor(0.1))
         self.b = nn.Parameter(torch.tensor(0.0))
-        self.conv1 = conv(8, 16, (5, 5))
+        s = self.TIME_STRIDE
+        self.conv1 = conv(8, 16, (5, s + 1), stride=(1, s), padding=(2, s // 2))
         self.norm1 = FrameNorm(16)
         self.conv2 = conv(16, 8, (25, 3), dilation=(3, 1))
         self.norm2 = FrameNorm(8)
@@ -155,13 +162,15 @@ class TimbreEncoder(nn.Module):
         self.out = conv(16, C.EMBEDDING_DIM, (3, 5), stride=(3, 1), padding=(0, 2))
 
     def forward(self, stacked: torch.Tensor) -> torch.Tensor:
-        x = F.leaky_relu(self.norm1(self.conv1(stacked)), 0.1)
-        x = self.conv2(x) + stacked
+        s = self.TIME_STRIDE
+        x = F.leaky_relu(self.norm1(self.conv1(stacked)), 0.1)      # (B, 16, 252, ceil(T / s))
+        x = self.conv2(x) + stacked[..., ::s]
         x = self.act3(self.conv3(self.norm2(x)))
         x = x + self.res2(F.relu(self.res1(self.res_norm(x))))
         x = x - x.mean(dim=1, keepdim=True)                            # centre each cell's vector
         emb = self.out(x)
-        return emb / torch.sqrt((emb * emb).sum(dim=1, keepdim=True) + 1e-12)
+        emb = emb / torch.sqrt((emb * emb).sum(dim=1, keepdim=True) + 1e-12)
+        return torch.repeat_interleave(emb, s, dim=3)[..., : stacked.shape[-1]]
 
 
 class BasicAMT(nn.Module):

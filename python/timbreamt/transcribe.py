@@ -18,7 +18,8 @@ import numpy as np
 
 from . import constants as C
 from .audio import AudioStream, prepare_array
-from .chunks import CONTEXT_FRAMES, CORE_FRAMES, HOP_INPUT, INPUT_RATE, DecodeOptions, MapAccumulator, Window, n_frames
+from .chunks import (CONTEXT_FRAMES, CORE_FRAMES, HOP_INPUT, INPUT_RATE, DecodeOptions, MapAccumulator, Window,
+                     check_window_sizes, n_frames)
 from .errors import AudioError, ModelError
 from .transcription import Transcription
 
@@ -81,6 +82,7 @@ class Model:
 def _windows_from_stream(blocks: Iterable[np.ndarray], core_frames: int, context_frames: int):
     """Yield (window, samples) over a stream of 44.1 kHz blocks, keeping only what the next window
     needs in memory. The total length is found at the end of the stream, not trusted from a header."""
+    check_window_sizes(core_frames, context_frames)
     buf = np.zeros(0, dtype=np.float32)
     buf_start = 0
     it = iter(blocks)
