@@ -191,7 +191,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.3, patience=3)
-    start_epoch, best = 0, -1.0
+    start_epoch, best = 0, float("-inf")
     last = run / "last.pt"
     if resume:
         if not last.exists():
