@@ -201,6 +201,10 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
         optimiser.load_state_dict(ckpt["optimiser"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, best = ckpt["epoch"] + 1, ckpt["best"]
+        if config.lr != ckpt["config"]["lr"]:   # a new --lr on resume restarts the schedule there
+            for group in optimiser.param_groups:
+                group["lr"] = config.lr
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.3, patience=3)
         rng.bit_generator.state = ckpt["rng"]
         sampler.rng = rng
     (run / "config.json").write_text(json.dumps(asdict(config), indent=1))
