@@ -111,4 +111,6 @@ def test_shipped_models_finite_on_edge_inputs(shipped_models):
         for out in sess.run(None, {"audio": audio[None, None]}):
             assert np.isfinite(out).all()
     onset, frame, _ = sess.run(None, {"audio": np.zeros((1, 1, 44100 * 2), np.float32)})
-    assert frame.max() < 0.2 and onset.max() < 0.2    # calibrated: silence is not a note
+    meta = sess.get_modelmeta().custom_metadata_map
+    # silence stays below the graph's own decoding thresholds (no max division amplifies it to a note)
+    assert frame.max() < float(meta["frame_threshold"]) and onset.max() < float(meta["onset_threshold"])

@@ -55,8 +55,8 @@ def decode_to_intervals(onset: np.ndarray, frame: np.ndarray, onset_threshold: f
 
 
 def calibrate_thresholds(maps: list[tuple[np.ndarray, np.ndarray]], refs: list[np.ndarray],
-                         onset_grid: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7),
-                         frame_grid: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)) -> tuple[float, float, float]:
+                         onset_grid: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+                         frame_grid: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)) -> tuple[float, float, float]:
     """Grid-search (onset, frame) thresholds maximising mean note F1 over validation clips.
 
     maps: [(onset, frame)] each (84, T); refs: [(n, 3) rows of (start_s, end_s, pitch)].
