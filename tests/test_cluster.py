@@ -71,3 +71,12 @@ def test_pivot_columns_matches_qr_pivoting_choice():
     # the first pivot is the column of largest norm
     assert piv[0] == np.argmax((m ** 2).sum(0))
     assert len(set(piv.tolist())) == 3
+
+
+def test_estimate_k_on_many_notes_uses_a_bounded_subset(monkeypatch):
+    e, _ = groups(3, 2000, seed=9)
+    seen = []
+    real = cluster.affinity
+    monkeypatch.setattr(cluster, "affinity", lambda x, t=1.0: (seen.append(len(x)), real(x, t))[1])
+    assert cluster.estimate_k(e) == 3
+    assert max(seen) <= cluster.MAX_SPECTRAL_NOTES

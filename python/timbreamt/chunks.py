@@ -170,7 +170,7 @@ class MapAccumulator:
             emb = np.concatenate(self.cell_emb) if self.cell_emb else np.zeros((0, 12), np.float16)
             w = np.concatenate(self.cell_w) if self.cell_w else np.zeros(0, np.float32)
             order = np.argsort(keys, kind="stable")
-            note_emb = cluster.note_embeddings(keys[order], emb[order].astype(np.float32), w[order],
+            note_emb = cluster.note_embeddings(keys[order], emb[order], w[order],
                                                events["start"], events["end"], events["pitch"] - notes.MIDI_MIN)
             if instruments == "auto":
                 k = max(1, cluster.estimate_k(note_emb))

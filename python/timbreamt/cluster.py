@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MAX_SPECTRAL_NOTES = 2000
+MAX_SPECTRAL_NOTES = 1000
 MAX_AUTO_CLUSTERS = 8
 AUTO_TEMPERATURE = 0.25
 
@@ -29,7 +29,7 @@ def note_embeddings(cell_keys: np.ndarray, cell_embeddings: np.ndarray, cell_wei
     zero vector.
     """
     keys = np.asarray(cell_keys, dtype=np.int64)
-    emb = np.asarray(cell_embeddings, dtype=np.float64)
+    emb = np.asarray(cell_embeddings)          # any float dtype: only the cells used are upcast
     if emb.ndim != 2 or len(emb) != len(keys) or len(cell_weights) != len(keys):
         raise ValueError("cell_keys, cell_embeddings (m, D) and cell_weights must have the same length m")
     if len(keys) > 1 and np.any(np.diff(keys) <= 0):
@@ -49,7 +49,7 @@ def note_embeddings(cell_keys: np.ndarray, cell_embeddings: np.ndarray, cell_wei
     pos_ok = np.minimum(pos, len(keys) - 1)
     hit = keys[pos_ok] == wanted
     w = np.asarray(cell_weights, dtype=np.float64)[pos_ok[hit]]
-    np.add.at(out, note_of[hit], emb[pos_ok[hit]] * w[:, None])
+    np.add.at(out, note_of[hit], emb[pos_ok[hit]].astype(np.float64) * w[:, None])
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
 
@@ -62,10 +62,10 @@ def affinity(embeddings: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def _spectrum(aff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (descending) and eigenvectors of the normalised affinity D^-1/2 A D^-1/2."""
-    d = aff.sum(axis=1)
-    inv_sqrt = 1.0 / np.sqrt(d)
-    lap = aff * inv_sqrt[:, None] * inv_sqrt[None, :]
-    vals, vecs = np.linalg.eigh((lap + lap.T) / 2)
+    inv_sqrt = 1.0 / np.sqrt(aff.sum(axis=1))
+    aff *= inv_sqrt[:, None]                 # in place: the affinity is ours and n x n is the big array
+    aff *= inv_sqrt[None, :]
+    vals, vecs = np.linalg.eigh(aff)         # symmetric by construction; eigh reads one triangle
     order = np.argsort(-vals, kind="stable")
     return vals[order], vecs[:, order] * inv_sqrt[:, None]
 
@@ -94,12 +94,14 @@ def cluster_qr(vectors: np.ndarray) -> np.ndarray:
 
 
 def estimate_k(embeddings: np.ndarray, max_k: int = MAX_AUTO_CLUSTERS, temperature: float = AUTO_TEMPERATURE) -> int:
-    """Number of instruments by the largest eigengap of the normalised affinity (1..max_k)."""
+    """Number of instruments by the largest eigengap of the normalised affinity (1..max_k), computed
+    on at most MAX_SPECTRAL_NOTES evenly spaced notes."""
     n = len(embeddings)
     if n <= 1:
         return n
-    vals, _ = _spectrum(affinity(embeddings, temperature))
-    top = vals[:min(max_k, n - 1) + 1]
+    sub = np.asarray(embeddings)[_subset(n, MAX_SPECTRAL_NOTES)]   # bounded memory: n x n affinity
+    vals, _ = _spectrum(affinity(sub, temperature))
+    top = vals[:min(max_k, len(sub) - 1) + 1]
     gaps = top[:-1] - top[1:]
     return int(np.argmax(gaps)) + 1
 
