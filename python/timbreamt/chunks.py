@@ -166,11 +166,15 @@ class MapAccumulator:
         if instruments not in (None, 1):
             if not self.with_embedding:
                 raise ValueError("separating instruments needs a model with an embedding output (septimbre)")
+            # keys are already ascending: windows arrive in time order and each window's cells are
+            # listed time-major; concatenate once and drop the per-window lists (memory on long files)
             keys = np.concatenate(self.cell_keys) if self.cell_keys else np.zeros(0, np.int64)
+            self.cell_keys = []
             emb = np.concatenate(self.cell_emb) if self.cell_emb else np.zeros((0, 12), np.float16)
+            self.cell_emb = []
             w = np.concatenate(self.cell_w) if self.cell_w else np.zeros(0, np.float32)
-            order = np.argsort(keys, kind="stable")
-            note_emb = cluster.note_embeddings(keys[order], emb[order], w[order],
+            self.cell_w = []
+            note_emb = cluster.note_embeddings(keys, emb, w,
                                                events["start"], events["end"], events["pitch"] - notes.MIDI_MIN)
             if instruments == "auto":
                 k = max(1, cluster.estimate_k(note_emb))
