@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from .chunks import CONTEXT_FRAMES, CORE_FRAMES, INPUT_RATE, N_PITCHES, DecodeOptions, MapAccumulator, n_frames, plan_windows
+from .chunks import CONTEXT_FRAMES, CORE_FRAMES, INPUT_RATE, N_PITCHES, DecodeOptions, MapAccumulator, plan_windows
 from .midi import midi_bytes
 
 
@@ -73,7 +73,3 @@ def _float32(buf) -> np.ndarray:
     if hasattr(buf, "to_py"):
         buf = buf.to_py()
     return np.frombuffer(buf, dtype=np.float32)
-
-
-def frames_for(n_samples: int) -> int:
-    return n_frames(int(n_samples))

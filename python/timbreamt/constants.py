@@ -51,13 +51,10 @@ ONSET_THRESHOLD = 0.5
 FRAME_THRESHOLD = 0.3
 MIN_NOTE_FRAMES = 6
 ENERGY_TOLERANCE = 11
-MIDI_PROGRAM_DEFAULT = 0
 
-# --- chunked inference ------------------------------------------------------------------------
-# Receptive field of a frame: CQT lowest-octave kernel (~0.8 s each side) plus the energy window
-# (1.5 s each side) plus the convolutions (~0.15 s): 3 s of context each side makes chunks exact.
-CHUNK_SECONDS = 24.0
-CONTEXT_SECONDS = 3.0
+# Chunked inference (window sizes in frames) lives in chunks.py, which must stay numpy-only: a frame's
+# receptive field is the CQT's lowest-octave kernel (~0.8 s each side) + the energy window (1.5 s each
+# side) + the convolutions, so ~3 s of context each side makes windows exact.
 
 # --- GM programs ------------------------------------------------------------------------------
 # Programs never used in training: evaluation on them measures unheard timbres.

