@@ -154,14 +154,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.web:
         from .bench import bench_web
 
-        bench_web(float(args.durations.split(",")[0]) if args.durations != "30,300,1800" else 300.0)
+        bench_web(float(args.durations.split(",")[0]) if args.durations else 300.0)
         return 0
     systems = args.systems.split(",") if args.systems else list(SYSTEMS)
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
         print(f"timbreamt: error: unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}", file=sys.stderr)
         return 2
-    durations = [float(d) for d in args.durations.split(",")]
+    durations = [float(d) for d in (args.durations or "30,300,1800").split(",")]
     rows = bench(durations, systems, threads=args.threads)
     print()
     print(f"{args.threads} threads, each pipeline in its own process, file in -> notes out")
@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_serve)
 
     s = sub.add_parser("bench", help="real-time factor and peak memory vs peers (same run)")
-    s.add_argument("--durations", default="30,300,1800", help="comma-separated seconds of audio")
+    s.add_argument("--durations", default=None,
+                   help="comma-separated seconds of audio (default 30,300,1800; with --web: 300)")
     s.add_argument("--systems", default="", help="comma-separated subset of the systems")
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--web", action="store_true", help="time the page in Chromium instead (default 300 s of audio)")

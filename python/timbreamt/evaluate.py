@@ -13,6 +13,18 @@ def _as_notes(notes: np.ndarray, name: str) -> np.ndarray:
     return a.reshape(-1, 3)
 
 
+def _mir_eval_notes(ref: np.ndarray, est: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ref_intervals, ref_hz, est_intervals, est_hz) as mir_eval wants them: strictly positive
+    durations (a zero-length note gets 1 ms) and pitches in Hz."""
+    def hz(p: np.ndarray) -> np.ndarray:
+        return 440.0 * 2 ** ((p - 69) / 12)
+
+    ref_iv, est_iv = ref[:, :2].copy(), est[:, :2].copy()
+    ref_iv[:, 1] = np.maximum(ref_iv[:, 1], ref_iv[:, 0] + 1e-3)
+    est_iv[:, 1] = np.maximum(est_iv[:, 1], est_iv[:, 0] + 1e-3)
+    return ref_iv, hz(ref[:, 2]), est_iv, hz(est[:, 2])
+
+
 def note_scores(ref: np.ndarray, est: np.ndarray, onset_tolerance: float = 0.05,
                 with_offsets: bool = False) -> dict[str, float]:
     """mir_eval transcription precision/recall/F1.
@@ -27,17 +39,8 @@ def note_scores(ref: np.ndarray, est: np.ndarray, onset_tolerance: float = 0.05,
     if len(ref) == 0 or len(est) == 0:
         v = 1.0 if len(ref) == len(est) else 0.0
         return {"precision": v, "recall": v, "f1": v}
-    def hz(p):
-        return 440.0 * 2 ** ((p - 69) / 12)
-
-    ref_iv = ref[:, :2].copy()
-    est_iv = est[:, :2].copy()
-    # mir_eval needs strictly positive durations
-    ref_iv[:, 1] = np.maximum(ref_iv[:, 1], ref_iv[:, 0] + 1e-3)
-    est_iv[:, 1] = np.maximum(est_iv[:, 1], est_iv[:, 0] + 1e-3)
     p, r, f, _ = mir_eval.transcription.precision_recall_f1_overlap(
-        ref_iv, hz(ref[:, 2]), est_iv, hz(est[:, 2]), onset_tolerance=onset_tolerance,
-        offset_ratio=0.2 if with_offsets else None)
+        *_mir_eval_notes(ref, est), onset_tolerance=onset_tolerance, offset_ratio=0.2 if with_offsets else None)
     return {"precision": float(p), "recall": float(r), "f1": float(f)}
 
 
@@ -109,12 +112,8 @@ def _matched_ref_count(ref: np.ndarray, est: np.ndarray, onset_tolerance: float)
     ref, est = _as_notes(ref, "ref"), _as_notes(est, "est")
     if not len(ref) or not len(est):
         return 0
-    hz = lambda p: 440.0 * 2 ** ((p - 69) / 12)  # noqa: E731
-    ri, ei = ref[:, :2].copy(), est[:, :2].copy()
-    ri[:, 1] = np.maximum(ri[:, 1], ri[:, 0] + 1e-3)
-    ei[:, 1] = np.maximum(ei[:, 1], ei[:, 0] + 1e-3)
-    return len(mir_eval.transcription.match_notes(ri, hz(ref[:, 2]), ei, hz(est[:, 2]),
-                                                  onset_tolerance=onset_tolerance, offset_ratio=None))
+    return len(mir_eval.transcription.match_notes(*_mir_eval_notes(ref, est), onset_tolerance=onset_tolerance,
+                                                  offset_ratio=None))
 
 
 def midi_parts(path: str | Path) -> list[np.ndarray]:

@@ -13,20 +13,12 @@
   const BASE = new URL('../', script ? script.src : location.href).href;   // the bundle folder
   let transcriberPromise = null;
 
+  let api = null;   // the ES module: createTranscriber and mixdown (the same as the page's)
+
   function transcriber() {
     transcriberPromise = transcriberPromise || import(BASE + 'timbreamt.js')
-      .then((m) => m.createTranscriber({ baseUrl: BASE }));
+      .then((m) => { api = m; return m.createTranscriber({ baseUrl: BASE }); });
     return transcriberPromise;
-  }
-
-  function mixdown(audioBuffer) {
-    const n = audioBuffer.length;
-    const out = new Float32Array(n);
-    for (let c = 0; c < audioBuffer.numberOfChannels; c += 1) {
-      const ch = audioBuffer.getChannelData(c);
-      for (let i = 0; i < n; i += 1) out[i] += ch[i] / audioBuffer.numberOfChannels;
-    }
-    return out;
   }
 
   /* The loaded audio: noteDigger keeps no decoded copy, but its player holds the file's URL. */
@@ -71,7 +63,7 @@
     const app = window.app;
     const buffer = audioBuffer || await loadedAudio(app);
     const t = await transcriber();
-    const result = await t.transcribe(mixdown(buffer), buffer.sampleRate, { model: 'septimbre', instruments });
+    const result = await t.transcribe(api.mixdown(buffer), buffer.sampleRate, { model: 'septimbre', instruments });
     return { result, channels: addTracks(app, result) };
   }
 
