@@ -122,3 +122,42 @@ def test_train_cli_checkpoints_resumes_and_exports(tmp_path):
     (run / "last.pt").write_bytes(b"broken")
     r = cli("train", "basicamt", "--epochs", 3, "--resume", *common)
     assert r.returncode != 0 and "corrupt checkpoint" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_eval_plan_has_40_plus_clips_of_1_to_4_instruments():
+    from timbreamt.data import EVAL_CLIP_SECONDS, eval_plan, eval_plan_first
+
+    plan = eval_plan()
+    assert len(plan) >= 40 and EVAL_CLIP_SECONDS >= 30
+    assert [i for i, _, _ in plan] == list(range(len(plan)))
+    assert {n for _, _, n in plan} == {1, 2, 3, 4}
+    assert eval_plan_first("2 instruments") == next(i for i, c, _ in plan if c == "2 instruments")
+    with pytest.raises(ValueError, match="unknown evaluation category"):
+        eval_plan_first("kazoo band")
+
+
+def test_without_overlaps_ends_a_note_where_its_pitch_restarts():
+    from timbreamt.data import Part, without_overlaps
+
+    notes = np.array([[60, 0.0, 1.0], [60, 0.5, 1.5], [64, 0.2, 0.9], [60, 2.0, 2.01]], dtype=np.float32)
+    part = without_overlaps(Part(notes, np.array([80, 90, 70, 60], np.int16), [], [], []))
+    np.testing.assert_allclose(part.notes, [[60, 0.0, 0.5], [64, 0.2, 0.9], [60, 0.5, 1.5]])   # 10 ms note dropped
+    assert part.velocities.tolist() == [80, 70, 90]
+
+
+def test_eval_clips_use_held_out_programs_unheard_music_and_are_deterministic():
+    pytest.importorskip("fluidsynth")
+    from timbreamt.data import EVAL_CLIP_SECONDS, MIN_PART_NOTES, Renderer, eval_plan, make_eval_clip
+
+    renderer = Renderer()
+    index, category, n = next(row for row in eval_plan() if row[2] == 3)
+    a = make_eval_clip(index, category, n, renderer)
+    b = make_eval_clip(index, category, n, renderer)
+    assert len(a["audio"]) == int(EVAL_CLIP_SECONDS * C.SAMPLE_RATE)
+    assert set(a["programs"].tolist()) <= set(C.HELDOUT_PROGRAMS) and len(set(a["programs"].tolist())) == 3
+    assert not set(a["programs"].tolist()) & set(C.TRAIN_PROGRAMS)
+    assert all((a["notes"][:, 3] == k).sum() >= MIN_PART_NOTES for k in range(3))
+    np.testing.assert_array_equal(a["notes"], b["notes"])
+    assert np.corrcoef(a["audio"], b["audio"])[0, 1] > 0.999
+    piano = make_eval_clip(0, "solo piano", 1, renderer)
+    assert piano["programs"].tolist() == [0] and str(piano["category"]) == "solo piano"

@@ -49,3 +49,52 @@ def test_midi_parts_reads_reference_tracks():
     parts = midi_parts(REFERENCE / "three_mix.mid")
     assert [len(p) for p in parts] == [7, 9, 7]
     assert all((p[:, 1] > p[:, 0]).all() for p in parts)
+
+
+def test_frame_scores_by_hand():
+    from timbreamt.evaluate import frame_scores
+
+    ref = np.array([[0.0, 1.0, 60]])
+    s = frame_scores(ref, np.array([[0.5, 1.5, 60]]))       # half of each note overlaps the other
+    assert s["precision"] == pytest.approx(0.5) and s["recall"] == pytest.approx(0.5) and s["f1"] == pytest.approx(0.5)
+    assert frame_scores(ref, np.array([[0.0, 1.0, 61]]))["f1"] == 0.0
+    assert frame_scores(ref, ref)["f1"] == 1.0
+    with pytest.raises(ValueError, match="hop_seconds"):
+        frame_scores(ref, ref, hop_seconds=0)
+
+
+def test_pitch_kmeans_groups_registers_deterministically():
+    from timbreamt.evaluate import pitch_kmeans
+
+    pitches = np.array([40, 80, 41, 81, 42, 79, 60])
+    labels = pitch_kmeans(pitches, 2)
+    assert len(set(labels[[0, 2, 4]])) == 1 and len(set(labels[[1, 3, 5]])) == 1 and labels[0] != labels[1]
+    np.testing.assert_array_equal(labels, pitch_kmeans(pitches, 2))
+    assert pitch_kmeans(pitches, 9).max() < 9 and len(pitch_kmeans(np.zeros(0), 3)) == 0
+    with pytest.raises(ValueError, match="k must be"):
+        pitch_kmeans(pitches, 0)
+
+
+def test_summary_and_target_checks_compare_systems():
+    from timbreamt.evaluate import eval_markdown, summarise, target_checks
+
+    def row(system, category, n, f1, multi, **extra):
+        return {"clip": "c", "category": category, "instruments": n, "system": system, "note_f1": f1,
+                "note_f1_offsets": f1 / 2, "frame_f1": f1, "multi_f1": multi, "assignment_accuracy": multi,
+                "seconds": 0.3, **extra}
+    rows = []
+    for system, f1, multi in [("basic-pitch", 0.8, 0.4), ("reference septimbre", 0.7, 0.5),
+                              ("reference notes + pitch k-means", 0.7, 0.45), ("timbreamt basicamt", 0.9, 0.4),
+                              ("timbreamt notes + pitch k-means", 0.9, 0.5), ("timbreamt septimbre", 0.9, 0.7)]:
+        extra = {"auto_n": 2, "auto_multi_f1": multi} if system == "timbreamt septimbre" else {}
+        rows += [row(system, "solo piano", 1, f1, f1, **({"auto_n": 1, "auto_multi_f1": f1} if extra else {})),
+                 row(system, "2 instruments", 2, f1 - 0.2, multi, **extra)]
+    summary = summarise(rows)
+    sep = next(s for s in summary if s["system"] == "timbreamt septimbre")
+    assert sep["note_f1"] == pytest.approx(0.8) and sep["by_category"]["solo piano"] == pytest.approx(0.9)
+    assert sep["assignment_accuracy"] == pytest.approx(0.7)            # mixtures only
+    assert sep["auto_n_accuracy"] == 1.0 and sep["rtf"] == pytest.approx(0.01)
+    checks = {what: ok for what, _, _, ok in target_checks(summary)}
+    assert checks["note F1, solo piano >= basic-pitch + 0.05"]                      # 0.9 vs 0.85
+    assert not checks["multi-instrument F1 (N given) >= our notes + pitch k-means + 0.15"]   # 0.8 vs 0.85
+    assert "| timbreamt septimbre | 0.800 |" in eval_markdown(summary)

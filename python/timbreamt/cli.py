@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import TimbreamtError
 
@@ -170,10 +171,41 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_references, markdown
+    import json
+    import time
 
-    rows = evaluate_references()
-    print(markdown(rows))
+    from .data import generate_eval_set
+    from .evaluate import (eval_chart, eval_markdown, evaluate_references, evaluate_set, markdown, summarise,
+                           target_checks, targets_markdown)
+
+    if args.threads < 1 or args.workers < 1:
+        print("timbreamt: error: --threads and --workers must be >= 1", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    clips = generate_eval_set(args.set, workers=args.workers, limit=args.clips, progress=not args.quiet)
+    rendered = time.time() - t0
+    rows = evaluate_set(clips, threads=args.threads, progress=not args.quiet)
+    summary = summarise(rows)
+    checks = target_checks(summary)
+    text = [f"# Held-out evaluation: {len(clips)} clips of 30 s", "",
+            "Unheard music (music21 validation split + procedural parts of a separate seed), GM programs held "
+            "out from training (solo piano: program 0, unheard music), both training soundfonts. "
+            "mir_eval, onset tolerance 50 ms; means over clips.", "", eval_markdown(summary)]
+    if checks:
+        text += ["", "Targets:", "", targets_markdown(checks)]
+    if not args.skip_references:
+        text += ["", "## Shared reference examples (../shared/data/reference)", "", markdown(evaluate_references())]
+    minutes = (time.time() - t0) / 60
+    text += ["", f"Rendering {rendered / 60:.1f} min (cached afterwards), whole run {minutes:.1f} min, "
+             f"{args.threads} threads. Command: `timbreamt eval" + (f" --clips {args.clips}" if args.clips else "") + "`"]
+    report = "\n".join(text) + "\n"
+    (out / "eval.md").write_text(report)
+    (out / "eval.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+    eval_chart(summary, out / "eval.png")
+    print(report)
+    print(f"eval: wrote {out / 'eval.md'}, {out / 'eval.json'} and {out / 'eval.png'}")
     return 0
 
 
@@ -217,7 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--web", action="store_true", help="time the page in Chromium instead (default 300 s of audio)")
     s.set_defaults(func=_cmd_bench)
 
-    s = sub.add_parser("eval", help="note and multi-instrument F1 of every system on the reference examples")
+    s = sub.add_parser("eval", help="every system on the held-out evaluation set (and the shared examples)")
+    s.add_argument("--set", default=".cache/evalset", help="folder of the rendered evaluation set (a cache)")
+    s.add_argument("--out", default="eval-output", help="folder for eval.md, eval.json, eval.png")
+    s.add_argument("--clips", type=int, default=None, help="only the first N clips of each category")
+    s.add_argument("--workers", type=int, default=2, help="rendering processes")
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--skip-references", action="store_true", help="skip the shared reference examples")
+    s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser("data", help="synthesise a training/validation data set with fluidsynth")

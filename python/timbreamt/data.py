@@ -379,3 +379,145 @@ def piano_rolls(notes: np.ndarray, n_frames: int, offset_s: float = 0.0) -> dict
         if 0 <= o < n_frames:
             onset[row, o] = 1
     return {"frame": frame, "onset": onset, "part": part}
+
+
+# ------------------------------------------------------------------------------------------------
+# The held-out evaluation set: unheard music (the music21 'val' split of the allowed composers, and
+# procedural parts from a seed namespace training never uses) played by GM programs held out from
+# training, rendered with both training soundfonts. Solo piano is the one exception to the held-out
+# programs: piano is what users transcribe most, so it has its own category (music still unheard).
+EVAL_SEED = 7_000_001          # training sets use small seeds (0, 1, ...): this namespace is apart
+EVAL_CLIP_SECONDS = 30.0
+PIANO_PROGRAM = 0
+# (category, instruments, clips): 50 clips of 30 s
+EVAL_PLAN = (("solo piano", 1, 10), ("1 instrument", 1, 10), ("2 instruments", 2, 10),
+             ("3 instruments", 3, 10), ("4 instruments", 4, 10))
+MIN_PART_NOTES = 8
+
+
+def eval_plan() -> list[tuple[int, str, int]]:
+    """(index, category, instruments) of every clip of the evaluation set, in order."""
+    out: list[tuple[int, str, int]] = []
+    for category, n_parts, count in EVAL_PLAN:
+        first = len(out)
+        out += [(first + i, category, n_parts) for i in range(count)]
+    return out
+
+
+def _merge_parts(parts: list[Part]) -> Part:
+    """Several score parts played by one instrument."""
+    notes = np.concatenate([p.notes for p in parts])
+    vels = np.concatenate([p.velocities for p in parts])
+    return Part(notes, vels, parts[0].bends, parts[0].modulation, parts[0].expression)
+
+
+def without_overlaps(part: Part) -> Part:
+    """A part whose notes of one pitch never overlap (one MIDI channel cannot sound the same key
+    twice: the second note-on would be heard as one long note): an earlier note ends where the next
+    of its pitch starts; notes left shorter than 30 ms are dropped."""
+    if not len(part.notes):
+        return part
+    order = np.lexsort((part.notes[:, 1], part.notes[:, 0]))
+    notes, vels = part.notes[order].copy(), part.velocities[order].copy()
+    same_pitch_next = np.r_[notes[1:, 0] == notes[:-1, 0], False]
+    next_start = np.r_[notes[1:, 1], np.inf]
+    notes[:, 2] = np.where(same_pitch_next, np.minimum(notes[:, 2], next_start), notes[:, 2])
+    keep = notes[:, 2] - notes[:, 1] >= 0.03
+    by_time = np.argsort(notes[keep, 1], kind="stable")
+    return Part(notes[keep][by_time], vels[keep][by_time], part.bends, part.modulation, part.expression)
+
+
+def make_eval_clip(index: int, category: str, n_parts: int, renderer: Renderer | None = None) -> dict[str, np.ndarray]:
+    """Clip ``index`` of the evaluation set (deterministic in the index). Same layout as a training
+    clip, plus ``category`` (str) and 30 s of audio stored as float32."""
+    global _RENDERER
+    if n_parts < 1:
+        raise ValueError(f"an evaluation clip needs at least one instrument, got {n_parts}")
+    renderer = renderer or _RENDERER
+    if renderer is None:
+        renderer = _RENDERER = Renderer()
+    rng = clip_rng(EVAL_SEED, index)
+    seconds = EVAL_CLIP_SECONDS
+    parts: list[Part] = []
+    if rng.random() < 0.5:   # a piece of the music21 validation split, its voices spread over instruments
+        paths = corpus_paths("val")
+        path = paths[int(rng.integers(len(paths)))]
+        if path not in _CORPUS_CACHE:
+            try:
+                _CORPUS_CACHE[path] = corpus_parts(path)
+            except Exception:  # a few corpus files do not parse: procedural instead
+                _CORPUS_CACHE[path] = []
+        score = _CORPUS_CACHE[path]
+        if len(score) >= n_parts:
+            voices = corpus_part_slice(rng, score, seconds)
+            parts = [_merge_parts(voices[i::n_parts]) for i in range(n_parts)]
+    if not parts:
+        parts = [procedural_part(rng, seconds, polyphonic=n_parts == 1 or rng.random() < 0.6) for _ in range(n_parts)]
+    # every instrument plays: a part (nearly) silent in this slice is replaced by a procedural one
+    parts = [p if len(p.notes) >= MIN_PART_NOTES else procedural_part(rng, seconds, polyphonic=rng.random() < 0.6)
+             for p in parts]
+    parts = [without_overlaps(p) for p in parts]
+    if category == "solo piano":
+        progs = np.array([PIANO_PROGRAM], dtype=np.int16)
+    else:
+        progs = np.array(rng.choice(C.HELDOUT_PROGRAMS, size=n_parts, replace=False), dtype=np.int16)
+    soundfont = int(rng.integers(len(renderer.synths)))
+    mix = np.zeros(int(round(seconds * C.SAMPLE_RATE)), dtype=np.float32)
+    rows = []
+    for k, (part, prog) in enumerate(zip(parts, progs)):
+        audio = renderer.render(part, int(prog), soundfont, seconds)
+        peak = np.abs(audio).max()
+        if peak > 0:
+            mix += audio / peak * rng.uniform(0.5, 1.0)
+        rows.extend((p, s, e, k) for p, s, e in part.notes)
+    peak = np.abs(mix).max()
+    if peak > 0:
+        mix *= rng.uniform(0.3, 0.9) / peak
+    return {"audio": mix, "notes": np.array(rows, dtype=np.float32).reshape(-1, 4), "programs": progs,
+            "soundfont": np.int16(soundfont), "category": np.array(category)}
+
+
+def _worker_make_eval(args: tuple) -> str:
+    index, category, n_parts, out_dir = args
+    path = Path(out_dir) / f"clip_{index:06d}.npz"
+    if not path.exists():
+        clip = make_eval_clip(index, category, n_parts)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **clip)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def generate_eval_set(out_dir: str | Path, workers: int = 2, limit: int | None = None,
+                      progress: bool = True) -> list[Path]:
+    """Render the evaluation set into ``out_dir`` (kept as a cache: existing clips are reused).
+    ``limit`` takes only the first clips of each category (quick runs). Returns the clip paths."""
+    from multiprocessing import get_context
+
+    from tqdm import tqdm
+
+    check_synthesis()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = eval_plan()
+    if limit is not None:
+        if limit < 1:
+            raise DataError(f"--clips must be >= 1, got {limit}")
+        plan = [row for row in plan if row[0] - eval_plan_first(row[1]) < limit]
+    meta = {"seed": EVAL_SEED, "clip_seconds": EVAL_CLIP_SECONDS, "plan": [list(r) for r in EVAL_PLAN],
+            "heldout_programs": list(C.HELDOUT_PROGRAMS), "piano_program": PIANO_PROGRAM,
+            "soundfonts": list(C.TRAIN_SOUNDFONTS)}
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    jobs = [(i, cat, n, str(out)) for i, cat, n in plan]
+    with get_context("spawn").Pool(max(1, workers), initializer=_worker_init) as pool:
+        paths = [Path(p) for p in tqdm(pool.imap(_worker_make_eval, jobs), total=len(jobs), disable=not progress,
+                                       desc="rendering eval set", unit="clip")]
+    return paths
+
+
+def eval_plan_first(category: str) -> int:
+    """Index of the first clip of a category."""
+    for index, cat, _ in eval_plan():
+        if cat == category:
+            return index
+    raise ValueError(f"unknown evaluation category {category!r}")
