@@ -52,16 +52,47 @@ def test_more_clusters_than_notes_and_empty():
 
 
 def test_note_embeddings_weighted_mean():
-    # two notes on pitch rows 0 and 1; cells keyed frame * 84 + row
+    # two notes on pitch rows 0 and 1; with one-frame blocks a key is frame * 84 + row
     keys = np.array([0 * 84 + 0, 1 * 84 + 0, 1 * 84 + 1, 2 * 84 + 1])
     emb = np.array([[1, 0], [0, 1], [1, 0], [1, 0]], float)
-    w = np.array([1.0, 3.0, 1.0, 1.0])
-    out = cluster.note_embeddings(keys, emb, w, starts=np.array([0, 1]), ends=np.array([2, 3]), rows=np.array([0, 1]))
-    want0 = np.array([1, 3]) / np.linalg.norm([1, 3])
-    assert np.allclose(out[0], want0)
+    frame_map = np.zeros((84, 3))
+    frame_map[0, :2] = [0.5, 1.0]
+    frame_map[1, 1:] = [0.25, 0.75]        # 0.25 is below the threshold: that cell does not count
+    out = cluster.note_embeddings(keys, emb, frame_map, 0.3, starts=np.array([0, 1]), ends=np.array([2, 3]),
+                                  rows=np.array([0, 1]), block_frames=1)
+    assert np.allclose(out[0], np.array([0.5, 1.0]) / np.linalg.norm([0.5, 1.0]))
     assert np.allclose(out[1], [1, 0])
     with pytest.raises(ValueError, match="increasing"):
-        cluster.note_embeddings(keys[::-1], emb, w, np.array([0]), np.array([1]), np.array([0]))
+        cluster.note_embeddings(keys[::-1], emb, frame_map, 0.3, np.array([0]), np.array([1]), np.array([0]))
+
+
+def test_block_pooling_equals_cell_pooling_and_batches_agree():
+    from timbreamt.chunks import block_embeddings
+
+    rng = np.random.default_rng(3)
+    n_frames = 203                                   # not a multiple of the 4-frame block
+    per_block = rng.standard_normal((12, 84, 51))
+    embedding = np.repeat(per_block, 4, axis=2)[:, :, :n_frames]      # constant over each block, as ours
+    frame = rng.random((84, n_frames)) ** 3
+    keys, vectors = block_embeddings(embedding, frame.astype(np.float16), 0.4, first_block=0)
+    assert np.all(np.diff(keys) > 0)
+    starts = rng.integers(0, 190, 300)
+    ends = starts + rng.integers(1, 40, 300)
+    rows = rng.integers(0, 84, 300)
+    fmap = frame.astype(np.float16)
+    got = cluster.note_embeddings(keys, vectors, fmap, 0.4, starts, ends, rows)
+    # direct per-cell computation
+    want = np.zeros((300, 12))
+    for i, (s, e, r) in enumerate(zip(starts, ends, rows)):
+        for t in range(s, min(e, n_frames)):
+            w = float(fmap[r, t])
+            if w >= 0.4:
+                want[i] += w * embedding[:, r, t]
+    norms = np.linalg.norm(want, axis=1, keepdims=True)
+    want = np.divide(want, norms, out=np.zeros_like(want), where=norms > 0)
+    assert np.abs(got - want).max() < 2e-3          # float16 storage of the block vectors
+    small = cluster.note_embeddings(keys, vectors, fmap, 0.4, starts, ends, rows, max_cells_per_batch=7)
+    np.testing.assert_allclose(small, got, atol=1e-12)
 
 
 def test_pivot_columns_matches_qr_pivoting_choice():

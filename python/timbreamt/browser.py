@@ -40,7 +40,8 @@ class BrowserJob:
         self.sample_rate = int(sample_rate)
         self.windows = plan_windows(self.n_samples, int(core_frames), int(context_frames))
         options = DecodeOptions(float(onset_threshold), float(frame_threshold), int(min_note_frames), int(energy_tolerance))
-        self.acc = MapAccumulator(options, with_embedding=has_embedding and self.instruments is not None)
+        self.acc = MapAccumulator(options, with_embedding=has_embedding and self.instruments is not None,
+                                  expected_frames=self.windows[-1].core_end if self.windows else 0)
         self.result = None
 
     def window_list(self) -> list[list[int]]:

@@ -6,8 +6,11 @@ file's edges exactly as whole-file inference does). Core frames of the windows t
 every layer of our graphs is local, stitched maps equal whole-file maps.
 
 ``MapAccumulator`` takes each window's output and keeps only what decoding needs, in bounded memory:
-the frame map as float16 (84 x frames: 52 MB per hour), the onset peaks (sparse), and for Septimbre
-the embeddings of active cells only (sparse, float16). ``finish`` decodes notes and clusters them into
+the frame map as float16 (84 x frames: 52 MB per hour, in one buffer sized from the expected length so
+it is never copied), the onset peaks (sparse), and for Septimbre one embedding per active (4-frame
+block, pitch): the timbre encoder runs at a quarter of the frame rate, so a block's frames share one
+embedding (the active frames' weighted mean for graphs that do not), and the weights come from the
+frame map itself. That is 32 bytes per active block instead of 36 per active cell. ``finish`` decodes notes and clusters them into
 tracks. The CLI and the browser both use this class, so they agree note for note.
 """
 from __future__ import annotations
@@ -94,16 +97,19 @@ class MapAccumulator:
     """Collects window outputs in order (the file's length need not be known: a header can lie);
     ``finish`` returns tracks."""
 
-    def __init__(self, options: DecodeOptions, with_embedding: bool = False) -> None:
+    def __init__(self, options: DecodeOptions, with_embedding: bool = False, expected_frames: int | None = None) -> None:
+        """expected_frames: the length announced by the file's header, if any. The frame buffer is
+        allocated for it up front (pages untouched until written, so a header that lies long costs no
+        memory) and grows by 1.5x if the audio turns out longer."""
         options.validate()
         self.options = options
-        self.frame_blocks: list[np.ndarray] = []
+        capacity = max(int(expected_frames or 0) + FRAME_GRID, 1024)
+        self.frame_map = np.zeros((N_PITCHES, capacity), dtype=np.float16)
         self.peak_rows: list[np.ndarray] = []
         self.peak_frames: list[np.ndarray] = []
         self.with_embedding = with_embedding
-        self.cell_keys: list[np.ndarray] = []
-        self.cell_emb: list[np.ndarray] = []
-        self.cell_w: list[np.ndarray] = []
+        self.block_keys: list[np.ndarray] = []
+        self.block_emb: list[np.ndarray] = []
         self.next_frame = 0
 
     def add(self, window: Window, onset: np.ndarray, frame: np.ndarray, embedding: np.ndarray | None = None) -> None:
@@ -121,7 +127,7 @@ class MapAccumulator:
         if hi > frame.shape[1]:
             raise ValueError(f"window gives {frame.shape[1]} frames, needs {hi}")
         core_frame = frame[:, lo:hi].astype(np.float16)
-        self.frame_blocks.append(core_frame)
+        self._store_frames(window.core_start, core_frame)
         # onset peaks of the core, computed with a few frames of context on each side
         a, b = max(0, lo - PEAK_MARGIN), min(frame.shape[1], hi + PEAK_MARGIN)
         # round through float16 like the stored frame map, so peaks match a whole-file decode
@@ -137,19 +143,26 @@ class MapAccumulator:
         if self.with_embedding:
             if embedding is None:
                 raise ValueError("this model has no embedding output")
-            active = core_frame.astype(np.float32) >= self.options.frame_threshold      # (84, core)
-            t_idx, p_idx = np.nonzero(active.T)                                          # time-major
-            emb = embedding[:, :, lo:hi]
-            self.cell_keys.append((t_idx + window.core_start).astype(np.int64) * N_PITCHES + p_idx)
-            self.cell_emb.append(emb[:, p_idx, t_idx].T.astype(np.float16))
-            self.cell_w.append(core_frame[p_idx, t_idx].astype(np.float32))
+            if window.core_start % FRAME_GRID or lo % FRAME_GRID:
+                raise ValueError(f"windows must start on the {FRAME_GRID}-frame grid of the timbre encoder")
+            keys, vectors = block_embeddings(embedding[:, :, lo:hi], core_frame, self.options.frame_threshold,
+                                             window.core_start // FRAME_GRID)
+            self.block_keys.append(keys)
+            self.block_emb.append(vectors)
         self.next_frame = window.core_end
+
+    def _store_frames(self, start: int, block: np.ndarray) -> None:
+        end = start + block.shape[1]
+        if end > self.frame_map.shape[1]:       # longer than announced: grow (rare: a header that lied)
+            grown = np.zeros((N_PITCHES, max(end, int(self.frame_map.shape[1] * 1.5))), dtype=np.float16)
+            grown[:, :start] = self.frame_map[:, :start]
+            self.frame_map = grown
+        self.frame_map[:, start:end] = block
 
     def decode(self) -> np.ndarray:
         """Note events (notes.NOTE_DTYPE) of the whole file."""
         o = self.options
-        frame = np.concatenate(self.frame_blocks, axis=1) if self.frame_blocks else np.zeros((N_PITCHES, 0), np.float16)
-        self.frame_blocks = [frame]
+        frame = self.frame_map[:, :self.next_frame]
         rows = np.concatenate(self.peak_rows) if self.peak_rows else np.zeros(0, np.int64)
         times = np.concatenate(self.peak_frames) if self.peak_frames else np.zeros(0, np.int64)
         order = np.lexsort((rows, times))
@@ -166,16 +179,16 @@ class MapAccumulator:
         if instruments not in (None, 1):
             if not self.with_embedding:
                 raise ValueError("separating instruments needs a model with an embedding output (septimbre)")
-            # keys are already ascending: windows arrive in time order and each window's cells are
-            # listed time-major; concatenate once and drop the per-window lists (memory on long files)
-            keys = np.concatenate(self.cell_keys) if self.cell_keys else np.zeros(0, np.int64)
-            self.cell_keys = []
-            emb = np.concatenate(self.cell_emb) if self.cell_emb else np.zeros((0, 12), np.float16)
-            self.cell_emb = []
-            w = np.concatenate(self.cell_w) if self.cell_w else np.zeros(0, np.float32)
-            self.cell_w = []
-            note_emb = cluster.note_embeddings(keys, emb, w,
-                                               events["start"], events["end"], events["pitch"] - notes.MIDI_MIN)
+            # keys are already ascending: windows arrive in time order and each window's blocks are
+            # listed block-major; concatenate once and drop the per-window lists (memory on long files)
+            keys = np.concatenate(self.block_keys) if self.block_keys else np.zeros(0, np.int64)
+            self.block_keys = []
+            emb = np.concatenate(self.block_emb) if self.block_emb else np.zeros((0, 12), np.float16)
+            self.block_emb = []
+            note_emb = cluster.note_embeddings(keys, emb, self.frame_map[:, :self.next_frame],
+                                               self.options.frame_threshold, events["start"], events["end"],
+                                               events["pitch"] - notes.MIDI_MIN, block_frames=FRAME_GRID)
+            del keys, emb
             if instruments == "auto":
                 k = max(1, cluster.estimate_k(note_emb))
             else:
@@ -192,3 +205,37 @@ class MapAccumulator:
             tracks[int(label)].notes.append(Note(int(ev["pitch"]), round(float(ev["start"] * hop_seconds), 6),
                                                  round(float(ev["end"] * hop_seconds), 6), int(vel)))
         return Transcription(model, int(sample_rate), float(duration), tracks, warnings)
+
+
+def block_embeddings(embedding: np.ndarray, frame: np.ndarray, frame_threshold: float,
+                     first_block: int) -> tuple[np.ndarray, np.ndarray]:
+    """One embedding per (FRAME_GRID-frame block, pitch) holding an active cell.
+
+    embedding (D, 84, F) and frame (84, F) of F consecutive frames starting at block ``first_block``;
+    a cell is active when frame >= frame_threshold. Returns keys (k,) int64 ascending, key = block *
+    84 + pitch row, and vectors (k, D) float16: the frame-weighted mean of the block's active cells
+    (for our graphs, whose embedding is constant over a block, exactly that embedding).
+    """
+    dim, n_pitches, n = embedding.shape
+    if frame.shape != (n_pitches, n):
+        raise ValueError(f"frame map {frame.shape} does not match the embedding {embedding.shape}")
+    w = frame.astype(np.float32)
+    w[w < frame_threshold] = 0.0
+    n_blocks = -(-n // FRAME_GRID)
+    pad = n_blocks * FRAME_GRID - n
+    if pad:
+        w = np.pad(w, ((0, 0), (0, pad)))
+    w_blocks = w.reshape(n_pitches, n_blocks, FRAME_GRID)
+    weight = w_blocks.sum(axis=2)                                           # (84, blocks)
+    b_idx, p_idx = np.nonzero(weight.T > 0)                                 # block-major: keys ascend
+    if not len(b_idx):
+        return np.zeros(0, np.int64), np.zeros((0, dim), np.float16)
+    frames = b_idx[:, None] * FRAME_GRID + np.arange(FRAME_GRID)            # (k, 4)
+    valid = frames < n
+    frames_c = np.minimum(frames, n - 1)
+    cell_w = w_blocks[p_idx, b_idx]                                         # (k, 4)
+    cell_w = np.where(valid, cell_w, 0.0)
+    cells = embedding[:, p_idx[:, None], frames_c]                          # (D, k, 4)
+    vectors = np.einsum("dkf,kf->kd", cells, cell_w) / weight[p_idx, b_idx][:, None]
+    keys = (b_idx.astype(np.int64) + first_block) * n_pitches + p_idx
+    return keys, vectors.astype(np.float16)

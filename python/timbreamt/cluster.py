@@ -19,39 +19,61 @@ MAX_AUTO_CLUSTERS = 8
 AUTO_TEMPERATURE = 0.25
 
 
-def note_embeddings(cell_keys: np.ndarray, cell_embeddings: np.ndarray, cell_weights: np.ndarray,
-                    starts: np.ndarray, ends: np.ndarray, rows: np.ndarray, n_pitches: int = 84) -> np.ndarray:
+def note_embeddings(block_keys: np.ndarray, block_vectors: np.ndarray, frame_map: np.ndarray,
+                    frame_threshold: float, starts: np.ndarray, ends: np.ndarray, rows: np.ndarray,
+                    block_frames: int = 4, max_cells_per_batch: int = 1 << 18) -> np.ndarray:
     """Frame-weighted mean embedding of each note, L2-normalised.
 
-    cell_keys (m,) int64 sorted ascending, key = frame * n_pitches + pitch_row, of the stored cells;
-    cell_embeddings (m, D); cell_weights (m,) frame probabilities. Notes: starts, ends (exclusive) in
-    frames and rows (pitch - 24), each (n,). Returns (n, D) float64; a note with no stored cell gets a
-    zero vector.
+    block_keys (m,) int64 strictly ascending, key = block * n_pitches + pitch_row with block = frame //
+    block_frames; block_vectors (m, D) their embeddings. frame_map (n_pitches, T) frame probabilities:
+    a note's cell (row, t) weighs frame_map[row, t] when that is >= frame_threshold, else 0. Notes:
+    starts, ends (exclusive) in frames and rows (pitch - 24), each (n,). Returns (n, D) float64; a
+    note with no active cell gets a zero vector. Works through the notes in batches of at most
+    ``max_cells_per_batch`` cells, so memory stays bounded however long the file.
     """
-    keys = np.asarray(cell_keys, dtype=np.int64)
-    emb = np.asarray(cell_embeddings)          # any float dtype: only the cells used are upcast
-    if emb.ndim != 2 or len(emb) != len(keys) or len(cell_weights) != len(keys):
-        raise ValueError("cell_keys, cell_embeddings (m, D) and cell_weights must have the same length m")
+    keys = np.asarray(block_keys, dtype=np.int64)
+    emb = np.asarray(block_vectors)            # any float dtype: only the blocks used are upcast
+    if emb.ndim != 2 or len(emb) != len(keys):
+        raise ValueError("block_keys (m,) and block_vectors (m, D) must have the same length m")
     if len(keys) > 1 and np.any(np.diff(keys) <= 0):
-        raise ValueError("cell_keys must be strictly increasing")
+        raise ValueError("block_keys must be strictly increasing")
+    if frame_map.ndim != 2:
+        raise ValueError(f"frame_map must be (pitches, frames), got shape {frame_map.shape}")
+    if block_frames < 1:
+        raise ValueError(f"block_frames must be >= 1, got {block_frames}")
+    n_pitches, n_frames = frame_map.shape
     starts, ends, rows = (np.asarray(a, dtype=np.int64) for a in (starts, ends, rows))
-    n, dim = len(starts), emb.shape[1] if emb.ndim == 2 else 0
+    n, dim = len(starts), emb.shape[1]
     out = np.zeros((n, dim))
     if n == 0 or len(keys) == 0:
         return out
-    # repeat counts must be intp: int32 on wasm32 (Pyodide), where int64 counts raise
-    lengths = np.maximum(ends - starts, 0).astype(np.intp)
-    note_of = np.repeat(np.arange(n), lengths)
-    offsets = np.arange(lengths.sum(), dtype=np.int64) - np.repeat(np.cumsum(lengths, dtype=np.int64) - lengths, lengths)
-    frames = np.repeat(starts, lengths) + offsets
-    wanted = frames * n_pitches + rows[note_of]
-    pos = np.searchsorted(keys, wanted)
-    pos_ok = np.minimum(pos, len(keys) - 1)
-    hit = keys[pos_ok] == wanted
-    w = np.asarray(cell_weights, dtype=np.float64)[pos_ok[hit]]
-    np.add.at(out, note_of[hit], emb[pos_ok[hit]].astype(np.float64) * w[:, None])
+    lengths = np.clip(np.minimum(ends, n_frames) - starts, 0, None)
+    first = 0
+    while first < n:
+        # notes [first, last) hold at most max_cells_per_batch cells (at least one note per batch)
+        last = max(first + 1, int(np.searchsorted(np.cumsum(lengths[first:]), max_cells_per_batch, "right")) + first)
+        _pool_notes(out, first, last, keys, emb, frame_map, frame_threshold, starts, lengths, rows, block_frames)
+        first = last
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
+
+
+def _pool_notes(out: np.ndarray, first: int, last: int, keys: np.ndarray, emb: np.ndarray, frame_map: np.ndarray,
+                frame_threshold: float, starts: np.ndarray, lengths: np.ndarray, rows: np.ndarray,
+                block_frames: int) -> None:
+    n_pitches = frame_map.shape[0]
+    # repeat counts must be intp: int32 on wasm32 (Pyodide), where int64 counts raise
+    lens = lengths[first:last].astype(np.intp)
+    note_of = np.repeat(np.arange(first, last), lens)
+    offsets = np.arange(lens.sum(), dtype=np.int64) - np.repeat(np.cumsum(lens, dtype=np.int64) - lens, lens)
+    frames = starts[note_of] + offsets
+    cell_rows = rows[note_of]
+    w = frame_map[cell_rows, frames].astype(np.float64)
+    active = w >= frame_threshold
+    wanted = (frames[active] // block_frames) * n_pitches + cell_rows[active]
+    pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    hit = keys[pos] == wanted
+    np.add.at(out, note_of[active][hit], emb[pos[hit]].astype(np.float64) * w[active][hit][:, None])
 
 
 def affinity(embeddings: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -186,7 +186,8 @@ class Transcriber:
             samples = prepare_array(audio, sr, INPUT_RATE)
             sample_rate, blocks, expected = int(sr), iter([samples]), len(samples) / INPUT_RATE
             stream = None
-        acc = MapAccumulator(opts, with_embedding=self.model.has_embedding and instruments is not None)
+        acc = MapAccumulator(opts, with_embedding=self.model.has_embedding and instruments is not None,
+                             expected_frames=n_frames(int(expected * INPUT_RATE)))
         total = 0
         for window, chunk, total, _ in _windows_from_stream(blocks, core_frames, context_frames):
             maps = self.model.run(chunk)
