@@ -1,5 +1,5 @@
 /* The page: choose audio, transcribe in the worker, draw a piano roll per instrument, play, download. */
-import { createTranscriber, mixdown, INPUT_RATE } from './timbreamt.js';
+import { createTranscriber, decodeAudio } from './timbreamt.js';
 
 const COLOURS = ['#e6194b', '#3cb44b', '#4363d8', '#f58231', '#911eb4', '#42d4f4', '#f032e6', '#bfef45'];
 const $ = (id) => document.getElementById(id);
@@ -45,11 +45,10 @@ async function loadFile(file) {
   setStatus(`Decoding ${file.name}…`);
   $('progress').value = 0.05;
   try {
-    const ctx = new AudioContext({ sampleRate: INPUT_RATE });
-    const buffer = await ctx.decodeAudioData(await file.arrayBuffer());
-    ctx.close();
-    if (!buffer.length) throw new Error('the file holds no audio');
-    state.audio = { samples: mixdown(buffer), sampleRate: buffer.sampleRate };
+    const decoded = await decodeAudio(await file.arrayBuffer());
+    if (!decoded.samples.length) throw new Error('the file holds no audio');
+    state.audio = { samples: decoded.samples, sampleRate: decoded.sampleRate };
+    const buffer = { duration: decoded.samples.length / decoded.sampleRate };
     state.fileName = file.name.replace(/\.[^.]+$/, '') || 'transcription';
     $('run').disabled = false;
     setStatus(`${file.name}: ${(buffer.duration).toFixed(1)} s loaded. Press Transcribe.`);
@@ -151,7 +150,7 @@ function play() {
   if (state.playing) { stopPlayback(); return; }
   const ctx = new AudioContext();
   const t0 = ctx.currentTime + 0.1;
-  const buf = ctx.createBuffer(1, state.audio.samples.length, INPUT_RATE);
+  const buf = ctx.createBuffer(1, state.audio.samples.length, state.audio.sampleRate);
   buf.copyToChannel(state.audio.samples, 0);
   const src = ctx.createBufferSource();
   const audioGain = ctx.createGain();

@@ -36,6 +36,65 @@ export function mixdown(audioBuffer) {
   return out;
 }
 
+/* WAV decoded exactly as the CLI reads it (libsndfile: integer PCM / 2^(bits-1), floats as they are),
+ * so the page and the CLI see bit-identical samples. Browsers' decodeAudioData scales 16-bit PCM by
+ * 1/32767 for positive samples only (measured in Chromium: a 3e-5 asymmetric distortion that moved the
+ * maps by 4e-4). Returns {samples: Float32Array mono (channel mean), sampleRate, channels} or null when
+ * the bytes are not a WAV this parser knows (then decodeAudio falls back to the browser's decoder). */
+export function parseWav(arrayBuffer) {
+  const v = new DataView(arrayBuffer);
+  const tag = (o) => String.fromCharCode(v.getUint8(o), v.getUint8(o + 1), v.getUint8(o + 2), v.getUint8(o + 3));
+  if (v.byteLength < 12 || tag(0) !== 'RIFF' || tag(8) !== 'WAVE') return null;
+  let fmt = null;
+  let pos = 12;
+  while (pos + 8 <= v.byteLength) {
+    const id = tag(pos);
+    const size = v.getUint32(pos + 4, true);
+    const body = pos + 8;
+    if (id === 'fmt ' && size >= 16) {
+      let format = v.getUint16(body, true);
+      if (format === 0xfffe && size >= 26) format = v.getUint16(body + 24, true);   // WAVE_FORMAT_EXTENSIBLE
+      fmt = { format, channels: v.getUint16(body + 2, true), rate: v.getUint32(body + 4, true),
+              bits: v.getUint16(body + 14, true) };
+    } else if (id === 'data' && fmt) {
+      const { format, channels, rate, bits } = fmt;
+      const known = (format === 1 && [8, 16, 24, 32].includes(bits)) || (format === 3 && [32, 64].includes(bits));
+      if (!known || channels < 1 || rate < 1) return null;
+      const width = bits / 8;
+      const frames = Math.floor(Math.min(size, v.byteLength - body) / (width * channels));
+      const sample = format === 3
+        ? (bits === 32 ? (o) => v.getFloat32(o, true) : (o) => Math.fround(v.getFloat64(o, true)))
+        : bits === 8 ? (o) => (v.getUint8(o) - 128) / 128
+        : bits === 16 ? (o) => v.getInt16(o, true) / 32768
+        : bits === 24 ? (o) => ((v.getUint8(o + 2) << 24 | v.getUint8(o + 1) << 16 | v.getUint8(o) << 8) >> 8) / 8388608
+        : (o) => v.getInt32(o, true) / 2147483648;
+      const out = new Float32Array(frames);
+      const stride = width * channels;
+      for (let c = 0; c < channels; c += 1) {
+        for (let i = 0, o = body + c * width; i < frames; i += 1, o += stride) out[i] += Math.fround(sample(o));
+      }
+      if (channels > 1) for (let i = 0; i < frames; i += 1) out[i] /= channels;
+      return { samples: out, sampleRate: rate, channels };
+    }
+    pos = body + size + (size & 1);
+  }
+  return null;
+}
+
+/* Any audio file's bytes -> {samples: Float32Array mono, sampleRate, channels}. WAV exactly as the
+ * CLI reads it; other formats (mp3, ogg, flac, ...) through the browser's decoder at 44.1 kHz. */
+export async function decodeAudio(arrayBuffer) {
+  const wav = parseWav(arrayBuffer);
+  if (wav) return wav;
+  const ctx = new AudioContext({ sampleRate: INPUT_RATE });
+  try {
+    const buffer = await ctx.decodeAudioData(arrayBuffer);
+    return { samples: mixdown(buffer), sampleRate: buffer.sampleRate, channels: buffer.numberOfChannels };
+  } finally {
+    ctx.close();
+  }
+}
+
 export async function createTranscriber({ baseUrl, onProgress, threads, workerUrl } = {}) {
   const base = new URL(baseUrl || '.', self.location.href).href;
   const worker = new Worker(workerUrl || new URL('worker.js', base).href);

@@ -173,7 +173,7 @@ self.onmessage = async (event) => {
     }
   } catch (e) {
     const text = String((e && e.message) || e);
-    const message = /memory|Out of bounds|allocation/i.test(text)
+    const message = /memory|Out of bounds|allocat|bad_alloc|too large/i.test(text)
       ? `out of memory: ${text} (try a shorter file or close other tabs)` : text;
     post({ type: 'error', id: msg.id, message });
   }
