@@ -161,3 +161,59 @@ def test_eval_clips_use_held_out_programs_unheard_music_and_are_deterministic():
     assert np.corrcoef(a["audio"], b["audio"])[0, 1] > 0.999
     piano = make_eval_clip(0, "solo piano", 1, renderer)
     assert piano["programs"].tolist() == [0] and str(piano["category"]) == "solo piano"
+
+
+def _write_midi(path, notes, program=0, drums=()):
+    import mido
+
+    mid = mido.MidiFile(ticks_per_beat=480)
+    track = mido.MidiTrack()
+    mid.tracks.append(track)
+    track.append(mido.MetaMessage("set_tempo", tempo=500000))
+    events = [(s, "note_on", p, 9 if p in drums else 0) for p, s, e in notes] + \
+             [(e, "note_off", p, 9 if p in drums else 0) for p, s, e in notes]
+    now = 0
+    for t, kind, p, ch in sorted(events, key=lambda x: (x[0], x[1] == "note_on")):
+        tick = int(round(t * 960))
+        track.append(mido.Message(kind, note=p, velocity=80, channel=ch, time=tick - now))
+        now = tick
+    mid.save(str(path))
+
+
+def test_user_midi_files_become_training_clips(tmp_path):
+    pytest.importorskip("fluidsynth")
+    from timbreamt.data import Renderer, list_midi_files, make_clip
+    from timbreamt.midi import midi_parts
+
+    folder = tmp_path / "midi"
+    folder.mkdir()
+    notes = [(60 + (i % 12), i * 0.25, i * 0.25 + 0.2) for i in range(120)]
+    _write_midi(folder / "scale.mid", notes, drums=(36,))
+    _write_midi(folder / "drums.MID", notes + [(36, 0.0, 0.1)], drums=(36,))
+    (parts,) = midi_parts(folder / "drums.MID")
+    assert 36 not in parts[:, 2] and len(parts) == 120        # drum-channel notes are not pitched notes
+    assert parts[1, 0] == pytest.approx(0.25)
+    files = tuple(list_midi_files(folder))
+    assert len(files) == 2
+    clip = make_clip(3, 0, renderer=Renderer(), midi_files=files, midi_fraction=1.0)
+    assert len(clip["notes"]) > 10
+    assert set(np.unique(clip["notes"][:, 0] % 12).tolist()) <= set(range(12))
+    assert np.abs(clip["audio"].astype(np.float32)).max() > 0.05
+
+
+def test_unreadable_midi_is_a_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "midi"
+    folder.mkdir()
+    (folder / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0MTrk\xff\xff")
+    out = subprocess.run([sys.executable, "-m", "timbreamt.cli", "data", "--hours", "0.01", "--out",
+                          str(tmp_path / "d"), "--midi", str(folder)], capture_output=True, text=True)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "cannot read MIDI file" in out.stderr and "broken.mid" in out.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = subprocess.run([sys.executable, "-m", "timbreamt.cli", "data", "--hours", "0.01", "--out",
+                          str(tmp_path / "d"), "--midi", str(empty)], capture_output=True, text=True)
+    assert out.returncode != 0 and "no .mid or .midi files" in out.stderr

@@ -29,10 +29,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from .data import generate
+    from .data import generate, list_midi_files
 
     programs = tuple(int(p) for p in args.programs.split(",")) if args.programs else None
-    kwargs = {"programs": programs} if programs else {}
+    kwargs: dict = {"programs": programs} if programs else {}
+    if args.midi:
+        if not 0 < args.midi_fraction <= 1:
+            print(f"timbreamt: error: --midi-fraction must be in (0, 1], got {args.midi_fraction}", file=sys.stderr)
+            return 2
+        kwargs.update(midi_files=tuple(list_midi_files(args.midi)), midi_fraction=args.midi_fraction)
     paths = generate(args.out, args.hours, seed=args.seed, split=args.split, workers=args.workers,
                      progress=not args.quiet, **kwargs)
     print(f"{len(paths)} clips ({len(paths) * 10 / 3600:.2f} h) in {args.out}")
@@ -266,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", choices=("train", "val"), default="train",
                    help="which music21 split to draw pieces from (val pieces are never trained on)")
     s.add_argument("--programs", default="", help="comma-separated GM programs (default: the training set)")
+    s.add_argument("--midi", default=None, help="folder of your own .mid files to render too")
+    s.add_argument("--midi-fraction", type=float, default=0.5, help="share of clips scored from --midi files")
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_data)

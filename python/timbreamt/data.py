@@ -237,10 +237,43 @@ def clip_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
+# Users' MIDI files: seconds are read as beats at this nominal tempo, then sliced at a random tempo
+# like the corpus (60-150 bpm: 0.67x to 1.67x the file's own speed)
+MIDI_NOMINAL_BPM = 100.0
+
+
+def list_midi_files(folder: str | Path) -> list[str]:
+    """The .mid/.midi files under ``folder``, sorted, each checked readable (DataError naming the first
+    one that is not, or saying the folder has none)."""
+    from .midi import midi_parts
+
+    d = Path(folder)
+    if not d.is_dir():
+        raise DataError(f"MIDI folder not found: {d}")
+    paths = sorted(str(p) for p in d.rglob("*") if p.suffix.lower() in (".mid", ".midi") and p.is_file())
+    if not paths:
+        raise DataError(f"no .mid or .midi files in {d}")
+    for path in paths:
+        if not midi_parts(path):
+            raise DataError(f"MIDI file {path} has no pitched notes")
+    return paths
+
+
+def midi_file_score(path: str) -> list[np.ndarray]:
+    """A MIDI file as score parts (n, 3) rows of (pitch, start_beats, end_beats) at MIDI_NOMINAL_BPM."""
+    from .midi import midi_parts
+
+    beats_per_second = MIDI_NOMINAL_BPM / 60.0
+    return [np.stack([p[:, 2], p[:, 0] * beats_per_second, p[:, 1] * beats_per_second], axis=1).astype(np.float32)
+            for p in midi_parts(path)]
+
+
 def make_clip(seed: int, index: int, split: str = "train", corpus_fraction: float = 0.3,
               max_parts: int = 4, programs: tuple[int, ...] = C.TRAIN_PROGRAMS,
-              renderer: Renderer | None = None) -> dict[str, np.ndarray]:
-    """Synthesise clip ``index`` of a data set: deterministic in (seed, index)."""
+              renderer: Renderer | None = None, midi_files: tuple[str, ...] = (),
+              midi_fraction: float = 0.5) -> dict[str, np.ndarray]:
+    """Synthesise clip ``index`` of a data set: deterministic in (seed, index). With ``midi_files``,
+    a share ``midi_fraction`` of the clips takes its score from them (the others as without)."""
     global _RENDERER
     rng = clip_rng(seed, index)
     renderer = renderer or _RENDERER
@@ -248,7 +281,13 @@ def make_clip(seed: int, index: int, split: str = "train", corpus_fraction: floa
         renderer = _RENDERER = Renderer()
     n_parts = 1 if rng.random() < 0.4 else int(rng.integers(2, max_parts + 1))
     parts: list[Part] = []
-    if rng.random() < corpus_fraction:
+    if midi_files and rng.random() < midi_fraction:    # (no draw without MIDI files: old sets stay the same)
+        path = midi_files[int(rng.integers(len(midi_files)))]
+        if path not in _CORPUS_CACHE:
+            _CORPUS_CACHE[path] = midi_file_score(path)
+        parts = corpus_part_slice(rng, _CORPUS_CACHE[path], CLIP_SECONDS)[:max_parts]
+        n_parts = len(parts)
+    elif rng.random() < corpus_fraction:
         paths = corpus_paths(split)
         path = paths[int(rng.integers(len(paths)))]
         if path not in _CORPUS_CACHE:
@@ -307,12 +346,15 @@ def generate(out_dir: str | Path, hours: float, seed: int = 0, split: str = "tra
     if hours <= 0:
         raise DataError(f"--hours must be positive, got {hours}")
     check_synthesis()  # fail early, with a clear message, if fluidsynth or a soundfont is missing
+    if kwargs.get("midi_files"):
+        kwargs["midi_files"] = tuple(kwargs["midi_files"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = max(1, int(round(hours * 3600 / CLIP_SECONDS)))
     meta = {"seed": seed, "split": split, "clips": n, "clip_seconds": CLIP_SECONDS,
             "sample_rate": C.SAMPLE_RATE, "soundfonts": list(C.TRAIN_SOUNDFONTS),
-            "programs": list(kwargs.get("programs", C.TRAIN_PROGRAMS))}
+            "programs": list(kwargs.get("programs", C.TRAIN_PROGRAMS)),
+            "midi_files": list(kwargs.get("midi_files", ())), "midi_fraction": kwargs.get("midi_fraction", 0.5)}
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     jobs = [(seed, i, split, str(out), kwargs) for i in range(n)]
     paths = []

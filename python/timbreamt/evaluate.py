@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .midi import midi_parts  # noqa: F401  (reference notes of the shared examples)
+
 
 def _as_notes(notes: np.ndarray, name: str) -> np.ndarray:
     a = np.asarray(notes, dtype=np.float64)
@@ -114,45 +116,6 @@ def _matched_ref_count(ref: np.ndarray, est: np.ndarray, onset_tolerance: float)
         return 0
     return len(mir_eval.transcription.match_notes(*_mir_eval_notes(ref, est), onset_tolerance=onset_tolerance,
                                                   offset_ratio=None))
-
-
-def midi_parts(path: str | Path) -> list[np.ndarray]:
-    """Reference notes of a MIDI file, one (n, 3) array of (start_s, end_s, pitch) per track with notes
-    (tempo changes from any track apply to all, as in a type-1 file)."""
-    import mido
-
-    mid = mido.MidiFile(str(path))
-    tempos = []
-    for track in mid.tracks:
-        tick = 0
-        for msg in track:
-            tick += msg.time
-            if msg.type == "set_tempo":
-                tempos.append((tick, msg.tempo))
-    tempos.sort()
-
-    def seconds(tick: int) -> float:
-        out, last_tick, tempo = 0.0, 0, 500000
-        for t, new_tempo in tempos:
-            if t >= tick:
-                break
-            out += mido.tick2second(t - last_tick, mid.ticks_per_beat, tempo)
-            last_tick, tempo = t, new_tempo
-        return out + mido.tick2second(tick - last_tick, mid.ticks_per_beat, tempo)
-
-    parts = []
-    for track in mid.tracks:
-        tick, open_notes, notes = 0, {}, []
-        for msg in track:
-            tick += msg.time
-            if msg.type == "note_on" and msg.velocity > 0:
-                open_notes.setdefault((msg.channel, msg.note), []).append(tick)
-            elif msg.type in ("note_off", "note_on") and open_notes.get((msg.channel, msg.note)):
-                start = open_notes[(msg.channel, msg.note)].pop(0)
-                notes.append((seconds(start), seconds(tick), msg.note))
-        if notes:
-            parts.append(np.array(sorted(notes), dtype=np.float64))
-    return parts
 
 
 # ------------------------------------------------------------------------------------------------

@@ -228,7 +228,8 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
         for _ in bar:
             batch = sampler.batch(config.batch_size, config.noise_prob)
             audio = batch["audio"].to(device)
-            out = net(audio, logits=True)
+            # the encoder's loss needs only the embedding: skip the (frozen) note branch
+            out = net(audio, logits=True, **({"embedding_only": True} if config.model == "septimbre" else {}))
             if config.model == "septimbre":
                 loss = info_nce(out["embedding"], batch["part"].to(device))
             else:
@@ -240,7 +241,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
             if config.model == "septimbre":
                 with torch.no_grad():
                     model.timbre.k.clamp_(*C.AFFINE_K_RANGE)
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": optimiser.param_groups[0]["lr"],
                   "seconds": round(time.time() - t0, 1),
