@@ -98,3 +98,30 @@ def test_summary_and_target_checks_compare_systems():
     assert checks["note F1, solo piano >= basic-pitch + 0.05"]                      # 0.9 vs 0.85
     assert not checks["multi-instrument F1 (N given) >= our notes + pitch k-means + 0.15"]   # 0.8 vs 0.85
     assert "| timbreamt septimbre | 0.800 |" in eval_markdown(summary)
+
+
+@pytest.mark.slow
+def test_every_system_is_scored_on_an_evaluation_clip():
+    pytest.importorskip("fluidsynth")
+    from timbreamt.data import eval_plan, make_eval_clip
+    from timbreamt.evaluate import EVAL_SYSTEMS, EvalSystems
+
+    index, category, n = next(row for row in eval_plan() if row[2] == 2)
+    clip = make_eval_clip(index, category, n)
+    keep = 8.0                                         # the first 8 s keep the test short
+    clip["audio"] = clip["audio"][: int(keep * 22050)]
+    notes = clip["notes"]
+    clip["notes"] = notes[notes[:, 1] < keep - 0.5]
+    rows = EvalSystems(threads=2).evaluate_clip(clip)
+    assert [r["system"] for r in rows] == list(EVAL_SYSTEMS)
+    for r in rows:
+        assert r["instruments"] == 2 and r["category"] == category
+        for key in ("note_f1", "note_f1_offsets", "frame_f1", "multi_f1", "assignment_accuracy"):
+            assert 0.0 <= r[key] <= 1.0, (r["system"], key)
+        assert r["note_f1_offsets"] <= r["note_f1"] + 1e-9
+    by = {r["system"]: r for r in rows}
+    # the k-means rows regroup the same notes: same note F1, different separation
+    assert by["timbreamt notes + pitch k-means"]["note_f1"] == by["timbreamt septimbre"]["note_f1"]
+    assert by["reference notes + pitch k-means"]["note_f1"] == by["reference basicamt"]["note_f1"]
+    assert by["timbreamt septimbre"]["note_f1"] > 0.3 and by["basic-pitch"]["note_f1"] > 0.3
+    assert by["timbreamt septimbre"]["auto_n"] >= 1

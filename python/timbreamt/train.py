@@ -190,7 +190,9 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
             p.requires_grad = name.startswith("timbre.")
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.3, patience=3)
+    # the encoder's score is its training loss over 50 random batches: noisy, so be slower to cut
+    patience = 8 if config.model == "septimbre" else 3
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.3, patience=patience)
     start_epoch, best = 0, float("-inf")
     last = run / "last.pt"
     if resume:
@@ -204,7 +206,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
         if config.lr != ckpt["config"]["lr"]:   # a new --lr on resume restarts the schedule there
             for group in optimiser.param_groups:
                 group["lr"] = config.lr
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.3, patience=3)
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.3, patience=patience)
         rng.bit_generator.state = ckpt["rng"]
         sampler.rng = rng
     (run / "config.json").write_text(json.dumps(asdict(config), indent=1))
