@@ -217,3 +217,29 @@ def test_unreadable_midi_is_a_one_line_error(tmp_path):
     out = subprocess.run([sys.executable, "-m", "timbreamt.cli", "data", "--hours", "0.01", "--out",
                           str(tmp_path / "d"), "--midi", str(empty)], capture_output=True, text=True)
     assert out.returncode != 0 and "no .mid or .midi files" in out.stderr
+
+
+def test_dynamic_mixtures_combine_solo_clips_of_different_programs(tmp_path):
+    torch = pytest.importorskip("torch")
+    from timbreamt.train import ClipSampler
+
+    sr = C.SAMPLE_RATE
+    t = np.arange(int(10 * sr)) / sr
+    for i, (program, pitch) in enumerate([(0, 60), (40, 72), (73, 48), (0, 55)]):
+        audio = (0.5 * np.sin(2 * np.pi * 440 * 2 ** ((pitch - 69) / 12) * t)).astype(np.float16)
+        notes = np.array([[pitch, 0.0, 10.0, 0]], dtype=np.float32)
+        np.savez(tmp_path / f"clip_{i:06d}.npz", audio=audio, notes=notes, programs=np.array([program], np.int16),
+                 soundfont=np.int16(0))
+    np.savez(tmp_path / "clip_000009.npz", audio=np.zeros(int(10 * sr), np.float16),
+             notes=np.array([[50, 0, 10, 0], [62, 0, 10, 1]], np.float32), programs=np.array([1, 2], np.int16),
+             soundfont=np.int16(0))
+    sampler = ClipSampler(tmp_path, 2.0, np.random.default_rng(0), multi_part_only=True, dynamic_mix=1.0)
+    batch = sampler.batch(8, noise_prob=0.0)
+    for b in range(8):
+        labels = torch.unique(batch["part"][b][batch["part"][b] >= 0]).tolist()
+        if batch["audio"][b].abs().max() < 1e-3:          # the 4% silent examples carry no notes
+            assert labels == []
+            continue
+        assert 2 <= len(labels) <= 3                        # three distinct programs among the solo clips
+        rows = {int(r) for r in torch.nonzero(batch["part"][b] >= 0)[:, 0]}
+        assert rows <= {60 - 24, 72 - 24, 48 - 24, 55 - 24}  # only solo clips' pitches: the mixture clip is not used

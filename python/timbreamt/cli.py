@@ -49,7 +49,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(model=args.model, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch,
                       segment_seconds=args.segment, lr=args.lr, seed=args.seed, init_from=args.init_from or "",
-                      threads=args.threads)
+                      threads=args.threads, dynamic_mix=args.dynamic_mix)
     record = train(args.data, args.out, cfg, val_dir=args.val, resume=args.resume, progress=not args.quiet)
     print(f"done: {record}")
     return 0
@@ -290,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--init-from", default=None, help="septimbre: trained BasicAMT run or checkpoint")
+    s.add_argument("--dynamic-mix", type=float, default=0.0,
+                   help="septimbre: share of examples mixed on the fly from solo clips (0-1)")
     s.add_argument("--resume", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_train)

@@ -38,38 +38,77 @@ class TrainConfig:
     init_from: str = ""            # septimbre: BasicAMT checkpoint for the note branch (frozen)
     val_clips: int = 24
     threads: int = 2
+    # septimbre: share of examples mixed on the fly from 2-4 solo clips of different programs (new
+    # instrument combinations every step, instead of the fixed mixtures rendered once)
+    dynamic_mix: float = 0.0
 
 
 class ClipSampler:
     """Random training crops from a folder of clips (kept in memory as float16)."""
 
     def __init__(self, data_dir: str | Path, segment_seconds: float, rng: np.random.Generator,
-                 multi_part_only: bool = False) -> None:
-        self.clips = [load_clip(p) for p in list_clips(data_dir)]
+                 multi_part_only: bool = False, dynamic_mix: float = 0.0) -> None:
+        clips = [load_clip(p) for p in list_clips(data_dir)]
+        self.clips = clips
+        self.solo = [c for c in clips if len(c["programs"]) == 1] if dynamic_mix > 0 else []
         if multi_part_only:
-            self.clips = [c for c in self.clips if len(c["programs"]) > 1]
+            self.clips = [c for c in clips if len(c["programs"]) > 1]
             if not self.clips:
                 raise DataError(f"no multi-instrument clips in {data_dir}: Septimbre needs mixtures")
+        if dynamic_mix > 0 and len({int(c["programs"][0]) for c in self.solo}) < 2:
+            raise DataError(f"dynamic mixing needs solo clips of at least two programs in {data_dir}")
+        self.dynamic_mix = dynamic_mix
         self.segment = int(segment_seconds * C.SAMPLE_RATE) // C.HOP * C.HOP
         self.rng = rng
+
+    def _crop(self, clip: dict) -> tuple[np.ndarray, np.ndarray]:
+        """A random segment of a clip and its notes (pitch, start_s, end_s, part) relative to it."""
+        audio = clip["audio"].astype(np.float32)
+        max_start = max(0, len(audio) - self.segment) // C.HOP
+        start = int(self.rng.integers(max_start + 1)) * C.HOP
+        seg = np.zeros(self.segment, dtype=np.float32)
+        piece = audio[start:start + self.segment]
+        seg[:len(piece)] = piece
+        notes = clip["notes"].copy()
+        notes[:, 1:3] -= start / C.SAMPLE_RATE
+        return seg, notes
+
+    def _dynamic_mixture(self) -> tuple[np.ndarray, np.ndarray]:
+        """2-4 solo crops of different programs summed with random gains; part = source index."""
+        n = int(self.rng.integers(2, 5))
+        chosen, programs = [], set()
+        while len(chosen) < n and len(programs) < len({int(c["programs"][0]) for c in self.solo}):
+            clip = self.solo[int(self.rng.integers(len(self.solo)))]
+            if int(clip["programs"][0]) not in programs:
+                programs.add(int(clip["programs"][0]))
+                chosen.append(clip)
+        mix = np.zeros(self.segment, dtype=np.float32)
+        rows = []
+        for k, clip in enumerate(chosen):
+            seg, notes = self._crop(clip)
+            peak = np.abs(seg).max()
+            if peak > 0:
+                mix += seg / peak * self.rng.uniform(0.3, 1.0)
+            notes[:, 3] = k
+            rows.append(notes)
+        peak = np.abs(mix).max()
+        if peak > 0:
+            mix *= self.rng.uniform(0.2, 0.95) / peak
+        return mix, np.concatenate(rows)
 
     def batch(self, size: int, noise_prob: float) -> dict[str, torch.Tensor]:
         audios, frames, onsets, parts = [], [], [], []
         for _ in range(size):
-            clip = self.clips[int(self.rng.integers(len(self.clips)))]
-            audio = clip["audio"].astype(np.float32)
-            max_start = max(0, len(audio) - self.segment) // C.HOP
-            start = int(self.rng.integers(max_start + 1)) * C.HOP
-            seg = np.zeros(self.segment, dtype=np.float32)
-            piece = audio[start:start + self.segment]
-            seg[:len(piece)] = piece
+            if self.dynamic_mix > 0 and self.rng.random() < self.dynamic_mix:
+                seg, notes = self._dynamic_mixture()
+            else:
+                seg, notes = self._crop(self.clips[int(self.rng.integers(len(self.clips)))])
             seg = augment(seg, self.rng, noise_prob)
             n_frames = (self.segment - 1) // C.HOP + 1
-            notes = clip["notes"]
             if self.rng.random() < 0.04:   # digital silence or faint noise: no notes
                 seg = (self.rng.standard_normal(len(seg)) * self.rng.choice([0.0, 1e-5, 1e-3])).astype(np.float32)
                 notes = notes[:0]
-            rolls = piano_rolls(notes, n_frames, offset_s=start / C.SAMPLE_RATE)
+            rolls = piano_rolls(notes, n_frames)
             audios.append(seg)
             frames.append(rolls["frame"])
             onsets.append(rolls["onset"])
@@ -175,7 +214,8 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed + rank)
     rng = np.random.default_rng([config.seed, rank])
-    sampler = ClipSampler(data_dir, config.segment_seconds, rng, multi_part_only=config.model == "septimbre")
+    sampler = ClipSampler(data_dir, config.segment_seconds, rng, multi_part_only=config.model == "septimbre",
+                          dynamic_mix=config.dynamic_mix if config.model == "septimbre" else 0.0)
     val_clips = [load_clip(p) for p in list_clips(val_dir)[:config.val_clips]] if val_dir else []
 
     model = build_model(config.model).to(device)
