@@ -304,21 +304,29 @@ def make_clip(seed: int, index: int, split: str = "train", corpus_fraction: floa
     chosen = rng.choice(len(programs), size=len(parts), replace=False)
     progs = np.array([programs[i] for i in chosen], dtype=np.int16)
     soundfont = int(rng.integers(len(renderer.synths)))
-    mix = np.zeros(int(round(CLIP_SECONDS * C.SAMPLE_RATE)), dtype=np.float32)
-    rows = []
-    for k, (part, prog) in enumerate(zip(parts, progs)):
-        audio = renderer.render(part, int(prog), soundfont, CLIP_SECONDS)
-        peak = np.abs(audio).max()
-        if peak > 0:
-            mix += audio / peak * rng.uniform(0.3, 1.0)
-        for p, s, e in part.notes:
-            rows.append((p, s, e, k))
-    peak = np.abs(mix).max()
-    if peak > 0:
-        mix *= rng.uniform(0.2, 0.95) / peak
-    notes = np.array(rows, dtype=np.float32).reshape(-1, 4)
+    mix, notes = render_mixture(renderer, parts, progs, soundfont, CLIP_SECONDS, rng, (0.3, 1.0), (0.2, 0.95))
     return {"audio": mix.astype(np.float16), "notes": notes, "programs": progs,
             "soundfont": np.int16(soundfont)}
+
+
+def render_mixture(renderer: Renderer, parts: list[Part], programs: np.ndarray, soundfont: int, seconds: float,
+                   rng: np.random.Generator, part_gains: tuple[float, float],
+                   peak_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Render each part alone, normalise it to a random gain in ``part_gains``, sum, and scale the
+    sum's peak into ``peak_range``. Returns the mix float32 (samples,) and notes (n, 4) float32 rows of
+    (pitch, start_s, end_s, part)."""
+    mix = np.zeros(int(round(seconds * C.SAMPLE_RATE)), dtype=np.float32)
+    rows = []
+    for k, (part, prog) in enumerate(zip(parts, programs)):
+        audio = renderer.render(part, int(prog), soundfont, seconds)
+        peak = np.abs(audio).max()
+        if peak > 0:
+            mix += audio / peak * rng.uniform(*part_gains)
+        rows.extend((p, s, e, k) for p, s, e in part.notes)
+    peak = np.abs(mix).max()
+    if peak > 0:
+        mix *= rng.uniform(*peak_range) / peak
+    return mix, np.array(rows, dtype=np.float32).reshape(-1, 4)
 
 
 def _worker_init() -> None:
@@ -504,19 +512,9 @@ def make_eval_clip(index: int, category: str, n_parts: int, renderer: Renderer |
     else:
         progs = np.array(rng.choice(C.HELDOUT_PROGRAMS, size=n_parts, replace=False), dtype=np.int16)
     soundfont = int(rng.integers(len(renderer.synths)))
-    mix = np.zeros(int(round(seconds * C.SAMPLE_RATE)), dtype=np.float32)
-    rows = []
-    for k, (part, prog) in enumerate(zip(parts, progs)):
-        audio = renderer.render(part, int(prog), soundfont, seconds)
-        peak = np.abs(audio).max()
-        if peak > 0:
-            mix += audio / peak * rng.uniform(0.5, 1.0)
-        rows.extend((p, s, e, k) for p, s, e in part.notes)
-    peak = np.abs(mix).max()
-    if peak > 0:
-        mix *= rng.uniform(0.3, 0.9) / peak
-    return {"audio": mix, "notes": np.array(rows, dtype=np.float32).reshape(-1, 4), "programs": progs,
-            "soundfont": np.int16(soundfont), "category": np.array(category)}
+    mix, notes = render_mixture(renderer, parts, progs, soundfont, seconds, rng, (0.5, 1.0), (0.3, 0.9))
+    return {"audio": mix, "notes": notes, "programs": progs, "soundfont": np.int16(soundfont),
+            "category": np.array(category)}
 
 
 def _worker_make_eval(args: tuple) -> str:

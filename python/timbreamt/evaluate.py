@@ -352,20 +352,18 @@ class EvalSystems:
         bp = self.basic_pitch.transcribe(audio)
         add("basic-pitch", [bp], time.perf_counter() - t0)
 
-        onset_t, frame_t = REFERENCE_THRESHOLDS["basicamt"]
-        t0 = time.perf_counter()
-        ref_notes = _track_arrays(self.reference["basicamt"].transcribe(
-            audio, sr, instruments=None, onset_threshold=onset_t, frame_threshold=frame_t,
-            core_frames=WHOLE_CLIP_FRAMES))
-        add("reference basicamt", ref_notes, time.perf_counter() - t0)
-        add("reference notes + pitch k-means", kmeans_tracks(ref_notes), 0.0)
+        def reference(name: str, instruments: int | None) -> tuple[list[np.ndarray], float]:
+            onset_t, frame_t = REFERENCE_THRESHOLDS[name]
+            t0 = time.perf_counter()
+            tracks = _track_arrays(self.reference[name].transcribe(
+                audio, sr, instruments=instruments, onset_threshold=onset_t, frame_threshold=frame_t,
+                core_frames=WHOLE_CLIP_FRAMES))
+            return tracks, time.perf_counter() - t0
 
-        onset_t, frame_t = REFERENCE_THRESHOLDS["septimbre"]
-        t0 = time.perf_counter()
-        ref_sep = _track_arrays(self.reference["septimbre"].transcribe(
-            audio, sr, instruments=n, onset_threshold=onset_t, frame_threshold=frame_t,
-            core_frames=WHOLE_CLIP_FRAMES))
-        add("reference septimbre", ref_sep, time.perf_counter() - t0)
+        ref_notes, seconds = reference("basicamt", None)
+        add("reference basicamt", ref_notes, seconds)
+        add("reference notes + pitch k-means", kmeans_tracks(ref_notes), 0.0)
+        add("reference septimbre", *reference("septimbre", n))
 
         t0 = time.perf_counter()
         ours = _track_arrays(self.ours["basicamt"].transcribe(audio, sr, instruments=None))
