@@ -137,6 +137,14 @@ def test_page_rejects_a_non_audio_file(page, base_url, tmp_path):
     assert page.is_disabled("#run")
 
 
+def test_page_without_webassembly_says_so(page, base_url):
+    page.add_init_script("delete window.WebAssembly")
+    page.goto(base_url)
+    page.wait_for_function("document.getElementById('status').classList.contains('error')")
+    assert "no WebAssembly" in page.inner_text("#status")
+    assert page.get_attribute("body", "data-ready") != "true"
+
+
 def _load_into_notedigger(page, url):
     page.set_default_timeout(TIMEOUT)
     dialogs = []
