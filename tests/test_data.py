@@ -243,3 +243,29 @@ def test_dynamic_mixtures_combine_solo_clips_of_different_programs(tmp_path):
         assert 2 <= len(labels) <= 3                        # three distinct programs among the solo clips
         rows = {int(r) for r in torch.nonzero(batch["part"][b] >= 0)[:, 0]}
         assert rows <= {60 - 24, 72 - 24, 48 - 24, 55 - 24}  # only solo clips' pitches: the mixture clip is not used
+
+
+def test_encoder_validation_scores_mixtures_only():
+    torch = pytest.importorskip("torch")
+    from timbreamt.models import build_model
+    from timbreamt.train import validate_encoder
+
+    sr = C.SAMPLE_RATE
+    t = np.arange(int(3 * sr)) / sr
+    # part 0: pure tones; part 1: bright square-ish tones, in turns
+    audio = np.zeros_like(t)
+    notes = []
+    for i in range(6):
+        a, b = int(i * 0.5 * sr), int((i * 0.5 + 0.4) * sr)
+        f = 440 * 2 ** ((57 + i - 69) / 12)
+        if i % 2:
+            audio[a:b] = 0.3 * np.sign(np.sin(2 * np.pi * f * t[a:b]))
+        else:
+            audio[a:b] = 0.3 * np.sin(2 * np.pi * f * t[a:b])
+        notes.append((57 + i, i * 0.5, i * 0.5 + 0.4, i % 2))
+    mixture = {"audio": audio.astype(np.float16), "notes": np.array(notes, np.float32), "programs": np.array([0, 80])}
+    solo = {**mixture, "programs": np.array([0])}
+    model = build_model("septimbre")
+    score = validate_encoder(model, [mixture, solo], torch.device("cpu"))["assignment_accuracy"]
+    assert 0.5 <= score <= 1.0 and model.training            # at least chance; the model is back in training mode
+    assert validate_encoder(model, [solo], torch.device("cpu")) == {"assignment_accuracy": 0.0}

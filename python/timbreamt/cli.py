@@ -49,7 +49,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(model=args.model, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch,
                       segment_seconds=args.segment, lr=args.lr, seed=args.seed, init_from=args.init_from or "",
-                      threads=args.threads, dynamic_mix=args.dynamic_mix)
+                      threads=args.threads, dynamic_mix=args.dynamic_mix, val_clips=args.val_clips)
     record = train(args.data, args.out, cfg, val_dir=args.val, resume=args.resume, progress=not args.quiet)
     print(f"done: {record}")
     return 0
@@ -280,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train basicamt or septimbre (resumable)")
     s.add_argument("model", choices=("basicamt", "septimbre"))
     s.add_argument("--data", required=True)
-    s.add_argument("--val", default=None, help="validation clips folder (note F1 each epoch)")
+    s.add_argument("--val", default=None, help="validation clips folder (note F1, or the encoder's assignment "
+                   "accuracy, each epoch: the best epoch is kept as best.pt)")
+    s.add_argument("--val-clips", type=int, default=24, help="how many validation clips to use")
     s.add_argument("--out", required=True, help="run folder (checkpoints, log)")
     s.add_argument("--epochs", type=int, default=30)
     s.add_argument("--steps", type=int, default=100, help="steps per epoch")

@@ -198,6 +198,43 @@ def validate(model: torch.nn.Module, clips: list[dict], device: torch.device) ->
     return {"note_f1": float(np.mean(f1s)), "frame_f1": float(frame_f1)}
 
 
+@torch.no_grad()
+def validate_encoder(model: torch.nn.Module, clips: list[dict], device: torch.device) -> dict[str, float]:
+    """Assignment accuracy of the timbre embedding on validation mixtures: reference notes pooled
+    (frame-weighted, as the runtime does), clustered into the true number of parts, labels matched to
+    parts by the best assignment; the mean share of notes in the right group."""
+    from scipy.optimize import linear_sum_assignment
+
+    from .cluster import spectral_labels
+
+    model.eval()
+    accuracies = []
+    for clip in clips:
+        n_parts = len(clip["programs"])
+        if n_parts < 2:
+            continue
+        out = model(torch.from_numpy(clip["audio"].astype(np.float32))[None].to(device))
+        emb, frame = out["embedding"][0].float().cpu().numpy(), out["frame"][0].float().cpu().numpy()
+        vectors, parts = [], []
+        for pitch, start, end, part in clip["notes"]:
+            row = int(pitch) - C.MIDI_MIN
+            a = int(np.ceil(start * C.FRAMES_PER_SECOND))
+            b = max(int(np.ceil(end * C.FRAMES_PER_SECOND)), a + 1)
+            v = (emb[:, row, a:b] * frame[row, a:b]).sum(axis=1)
+            if 0 <= row < C.N_PITCHES and np.linalg.norm(v) > 0:
+                vectors.append(v / np.linalg.norm(v))
+                parts.append(int(part))
+        if len(vectors) < n_parts:
+            continue
+        labels = spectral_labels(np.array(vectors), n_parts)
+        confusion = np.zeros((n_parts, n_parts))
+        np.add.at(confusion, (np.array(parts), labels), 1)
+        rows, cols = linear_sum_assignment(-confusion)
+        accuracies.append(confusion[rows, cols].sum() / len(parts))
+    model.train()
+    return {"assignment_accuracy": float(np.mean(accuracies)) if accuracies else 0.0}
+
+
 def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_dir: str | Path | None = None,
           resume: bool = False, progress: bool = True) -> dict:
     """Train (or resume) a model; returns the last epoch's log record."""
@@ -292,6 +329,9 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
             if val_clips and config.model == "basicamt":
                 record.update(validate(model, val_clips, device))
                 score = record["note_f1"]
+            elif val_clips:
+                record.update(validate_encoder(model, val_clips, device))
+                score = record["assignment_accuracy"]
             else:
                 score = -record["loss"]
             scheduler.step(score)
