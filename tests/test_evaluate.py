@@ -125,3 +125,24 @@ def test_every_system_is_scored_on_an_evaluation_clip():
     assert by["reference notes + pitch k-means"]["note_f1"] == by["reference basicamt"]["note_f1"]
     assert by["timbreamt septimbre"]["note_f1"] > 0.3 and by["basic-pitch"]["note_f1"] > 0.3
     assert by["timbreamt septimbre"]["auto_n"] >= 1
+
+
+@pytest.mark.slow
+def test_eval_command_writes_table_chart_and_rows(tmp_path):
+    pytest.importorskip("fluidsynth")
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "timbreamt.cli", "eval", "--clips", "1", "--skip-references", "--quiet",
+                          "--set", str(tmp_path / "set"), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = (tmp_path / "out" / "eval.md").read_text()
+    assert "| timbreamt septimbre |" in report and "| basic-pitch |" in report and "Targets:" in report
+    data = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert len(data["rows"]) == 5 * 7                     # one clip per category, seven systems
+    assert {r["category"] for r in data["rows"]} == {"solo piano", "1 instrument", "2 instruments",
+                                                    "3 instruments", "4 instruments"}
+    assert (tmp_path / "out" / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list((tmp_path / "set").glob("clip_*.npz"))) == 5
