@@ -198,7 +198,7 @@ class MapAccumulator:
                 if k > len(events):
                     warnings.append(f"asked for {k} instruments but only {len(events)} notes were found: "
                                     f"{k - len(events)} track(s) stay empty")
-            labels = cluster.spectral_labels(note_emb, k) if len(events) else labels
+            labels = cluster.spectral_labels(note_emb, k, cluster.LABEL_TEMPERATURE) if len(events) else labels
         tracks = [Track(f"Instrument {i + 1}" if k > 1 else "Notes") for i in range(max(k, 1))]
         velocities = notes.velocity_from_amplitude(events["amplitude"])
         for ev, label, vel in zip(events, labels, velocities):

@@ -16,7 +16,12 @@ import numpy as np
 
 MAX_SPECTRAL_NOTES = 1000
 MAX_AUTO_CLUSTERS = 8
-AUTO_TEMPERATURE = 0.25
+# Affinity temperatures, chosen on validation mixtures (training programs, unheard music; two sets,
+# 72 and 36 clips, agreeing): labels with N given, assignment accuracy 0.709 -> 0.720 and 0.672 -> 0.691
+# at 0.25 instead of the paper's exp(cos) (1.0); the eigengap finds N in 44% / 43% of clips at 0.1
+# instead of 38% / 34% at 0.25.
+LABEL_TEMPERATURE = 0.25
+AUTO_TEMPERATURE = 0.1
 
 
 def note_embeddings(block_keys: np.ndarray, block_vectors: np.ndarray, frame_map: np.ndarray,
