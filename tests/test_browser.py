@@ -311,3 +311,4 @@ def test_out_of_memory_gives_a_clear_message(page, base_url, web_bundle):
     }""")
     assert message.startswith("out of memory"), message
     assert "shorter file" in message
+    assert errors == []                                   # reported, not thrown at the page

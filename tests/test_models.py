@@ -130,4 +130,4 @@ def test_tiny_training_run_lowers_loss():
         model.front.clamp_affine()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.6 * losses[0], losses
-    assert C.AFFINE_K_RANGE[0] <= float(model.front.k) <= C.AFFINE_K_RANGE[1]
+    assert C.AFFINE_K_RANGE[0] <= float(model.front.k.detach()) <= C.AFFINE_K_RANGE[1]
