@@ -233,6 +233,19 @@ _RENDERER: Renderer | None = None
 _CORPUS_CACHE: dict[str, list[np.ndarray]] = {}
 
 
+def random_corpus_score(rng: np.random.Generator, split: str) -> list[np.ndarray]:
+    """The parsed parts of a random corpus piece of ``split`` (cached per process); [] for the few
+    corpus files that do not parse (callers fall back to procedural parts)."""
+    paths = corpus_paths(split)
+    path = paths[int(rng.integers(len(paths)))]
+    if path not in _CORPUS_CACHE:
+        try:
+            _CORPUS_CACHE[path] = corpus_parts(path)
+        except Exception:
+            _CORPUS_CACHE[path] = []
+    return _CORPUS_CACHE[path]
+
+
 def clip_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
@@ -288,14 +301,7 @@ def make_clip(seed: int, index: int, split: str = "train", corpus_fraction: floa
         parts = corpus_part_slice(rng, _CORPUS_CACHE[path], CLIP_SECONDS)[:max_parts]
         n_parts = len(parts)
     elif rng.random() < corpus_fraction:
-        paths = corpus_paths(split)
-        path = paths[int(rng.integers(len(paths)))]
-        if path not in _CORPUS_CACHE:
-            try:
-                _CORPUS_CACHE[path] = corpus_parts(path)
-            except Exception:  # a few corpus files do not parse: fall back to procedural
-                _CORPUS_CACHE[path] = []
-        score = _CORPUS_CACHE[path]
+        score = random_corpus_score(rng, split)
         if score:
             parts = corpus_part_slice(rng, score, CLIP_SECONDS)[:max_parts]
             n_parts = len(parts)
@@ -318,15 +324,25 @@ def render_mixture(renderer: Renderer, parts: list[Part], programs: np.ndarray, 
     mix = np.zeros(int(round(seconds * C.SAMPLE_RATE)), dtype=np.float32)
     rows = []
     for k, (part, prog) in enumerate(zip(parts, programs)):
-        audio = renderer.render(part, int(prog), soundfont, seconds)
-        peak = np.abs(audio).max()
-        if peak > 0:
-            mix += audio / peak * rng.uniform(*part_gains)
+        add_source(mix, renderer.render(part, int(prog), soundfont, seconds), rng, part_gains)
         rows.extend((p, s, e, k) for p, s, e in part.notes)
+    scale_peak(mix, rng, peak_range)
+    return mix, np.array(rows, dtype=np.float32).reshape(-1, 4)
+
+
+def add_source(mix: np.ndarray, source: np.ndarray, rng: np.random.Generator, gains: tuple[float, float]) -> None:
+    """mix += source normalised to a random peak in ``gains`` (a silent source adds nothing and
+    draws no gain)."""
+    peak = np.abs(source).max()
+    if peak > 0:
+        mix += source / peak * rng.uniform(*gains)
+
+
+def scale_peak(mix: np.ndarray, rng: np.random.Generator, peak_range: tuple[float, float]) -> None:
+    """Scale ``mix`` in place so its peak is a random value in ``peak_range`` (silence stays silence)."""
     peak = np.abs(mix).max()
     if peak > 0:
         mix *= rng.uniform(*peak_range) / peak
-    return mix, np.array(rows, dtype=np.float32).reshape(-1, 4)
 
 
 def _worker_init() -> None:
@@ -490,14 +506,7 @@ def make_eval_clip(index: int, category: str, n_parts: int, renderer: Renderer |
     seconds = EVAL_CLIP_SECONDS
     parts: list[Part] = []
     if rng.random() < 0.5:   # a piece of the music21 validation split, its voices spread over instruments
-        paths = corpus_paths("val")
-        path = paths[int(rng.integers(len(paths)))]
-        if path not in _CORPUS_CACHE:
-            try:
-                _CORPUS_CACHE[path] = corpus_parts(path)
-            except Exception:  # a few corpus files do not parse: procedural instead
-                _CORPUS_CACHE[path] = []
-        score = _CORPUS_CACHE[path]
+        score = random_corpus_score(rng, "val")
         if len(score) >= n_parts:
             voices = corpus_part_slice(rng, score, seconds)
             parts = [_merge_parts(voices[i::n_parts]) for i in range(n_parts)]

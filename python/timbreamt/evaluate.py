@@ -241,6 +241,7 @@ WHOLE_CLIP_FRAMES = 4096                # > 30 s of frames: one window per evalu
 EVAL_SYSTEMS = ("basic-pitch", "reference basicamt", "reference notes + pitch k-means", "reference septimbre",
                 "timbreamt basicamt", "timbreamt notes + pitch k-means", "timbreamt septimbre")
 MIXTURE_CATEGORIES = ("2 instruments", "3 instruments", "4 instruments")
+ONE_TRACK_SYSTEMS = ("basic-pitch", "reference basicamt", "timbreamt basicamt")   # no separation
 
 
 def frame_scores(ref: np.ndarray, est: np.ndarray, hop_seconds: float = FRAME_HOP_SECONDS) -> dict[str, float]:
@@ -423,13 +424,12 @@ def _fmt(v: float | None) -> str:
 
 def eval_markdown(summary: list[dict]) -> str:
     """Markdown tables of a summary (see summarise)."""
-    one_track = {"basic-pitch", "reference basicamt", "timbreamt basicamt"}
     lines = ["| system | note F1 | F1 with offsets | frame F1 | multi-instrument F1 (N given) | "
              "assignment acc. (mixtures) | auto N right | multi-instrument F1 (auto N) |",
              "|---|---|---|---|---|---|---|---|"]
     for s in summary:
-        track_note = " (one track)" if s["system"] in one_track else ""
-        acc = None if s["system"] in one_track else s["assignment_accuracy"]
+        track_note = " (one track)" if s["system"] in ONE_TRACK_SYSTEMS else ""
+        acc = None if s["system"] in ONE_TRACK_SYSTEMS else s["assignment_accuracy"]
         lines.append(f"| {s['system']} | {_fmt(s['note_f1'])} | {_fmt(s['note_f1_offsets'])} | {_fmt(s['frame_f1'])} | "
                      f"{_fmt(s['multi_f1'])}{track_note} | {_fmt(acc)} | "
                      f"{_fmt(s.get('auto_n_accuracy'))} | {_fmt(s.get('auto_multi_f1'))} |")
@@ -486,7 +486,7 @@ def eval_chart(summary: list[dict], path: str | Path) -> None:
                ("note F1\nwith offsets", lambda s: s["note_f1_offsets"]),
                ("multi-instr. F1\n(N given)", lambda s: s["multi_f1"]),
                ("assignment acc.\n(mixtures)", lambda s: s["assignment_accuracy"] if s["system"] not in
-                ("basic-pitch", "reference basicamt", "timbreamt basicamt") else np.nan)]
+                ONE_TRACK_SYSTEMS else np.nan)]
     fig, ax = plt.subplots(figsize=(12, 5), dpi=100)
     width = 0.8 / max(len(summary), 1)
     x = np.arange(len(metrics))

@@ -206,15 +206,17 @@ class Septimbre(BasicAMT):
     def forward_logits(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
         feat = self.front.features(audio)
         onset, frame = self.notes.forward_logits(self.front.stack(feat * self.front.k + self.front.b))
-        embedding = self.timbre(self.front.stack(feat * self.timbre.k + self.timbre.b))
-        return {"onset": onset, "frame": frame, "embedding": embedding}
+        return {"onset": onset, "frame": frame, "embedding": self.embed(feat)}
+
+    def embed(self, feat: torch.Tensor) -> torch.Tensor:
+        """Features (B, 288, T) -> embedding (B, 12, 84, T), through the encoder's own affine."""
+        return self.timbre(self.front.stack(feat * self.timbre.k + self.timbre.b))
 
     def forward(self, audio: torch.Tensor, logits: bool = False, embedding_only: bool = False) -> dict[str, torch.Tensor]:
         """embedding_only: skip the note branch (training the timbre encoder, whose loss needs only
         the embedding: ~2x fewer operations per step)."""
         if embedding_only:
-            feat = self.front.features(audio)
-            return {"embedding": self.timbre(self.front.stack(feat * self.timbre.k + self.timbre.b))}
+            return {"embedding": self.embed(self.front.features(audio))}
         out = self.forward_logits(audio)
         if logits:
             return out

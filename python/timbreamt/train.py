@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import constants as C
-from .data import list_clips, load_clip, piano_rolls
+from .data import add_source, list_clips, load_clip, piano_rolls, scale_peak
 from .errors import DataError
 from .losses import info_nce, note_loss
 from .models import build_model, count_parameters
@@ -51,11 +51,12 @@ class ClipSampler:
         clips = [load_clip(p) for p in list_clips(data_dir)]
         self.clips = clips
         self.solo = [c for c in clips if len(c["programs"]) == 1] if dynamic_mix > 0 else []
+        self.solo_programs = len({int(c["programs"][0]) for c in self.solo})
         if multi_part_only:
             self.clips = [c for c in clips if len(c["programs"]) > 1]
             if not self.clips:
                 raise DataError(f"no multi-instrument clips in {data_dir}: Septimbre needs mixtures")
-        if dynamic_mix > 0 and len({int(c["programs"][0]) for c in self.solo}) < 2:
+        if dynamic_mix > 0 and self.solo_programs < 2:
             raise DataError(f"dynamic mixing needs solo clips of at least two programs in {data_dir}")
         self.dynamic_mix = dynamic_mix
         self.segment = int(segment_seconds * C.SAMPLE_RATE) // C.HOP * C.HOP
@@ -77,7 +78,7 @@ class ClipSampler:
         """2-4 solo crops of different programs summed with random gains; part = source index."""
         n = int(self.rng.integers(2, 5))
         chosen, programs = [], set()
-        while len(chosen) < n and len(programs) < len({int(c["programs"][0]) for c in self.solo}):
+        while len(chosen) < n and len(programs) < self.solo_programs:
             clip = self.solo[int(self.rng.integers(len(self.solo)))]
             if int(clip["programs"][0]) not in programs:
                 programs.add(int(clip["programs"][0]))
@@ -86,14 +87,10 @@ class ClipSampler:
         rows = []
         for k, clip in enumerate(chosen):
             seg, notes = self._crop(clip)
-            peak = np.abs(seg).max()
-            if peak > 0:
-                mix += seg / peak * self.rng.uniform(0.3, 1.0)
+            add_source(mix, seg, self.rng, (0.3, 1.0))      # the gains of the rendered mixtures
             notes[:, 3] = k
             rows.append(notes)
-        peak = np.abs(mix).max()
-        if peak > 0:
-            mix *= self.rng.uniform(0.2, 0.95) / peak
+        scale_peak(mix, self.rng, (0.2, 0.95))
         return mix, np.concatenate(rows)
 
     def batch(self, size: int, noise_prob: float) -> dict[str, torch.Tensor]:
