@@ -31,6 +31,33 @@ def test_procedural_parts_cover_range_with_chords():
     assert min(pitches) < 36 and max(pitches) > 95 and chords > 100
 
 
+def test_restrikes_repeat_pitches_and_default_parts_are_unchanged():
+    from timbreamt.data import without_overlaps
+
+    def repeated_onsets(part) -> int:
+        """Onsets whose pitch set equals the previous onset's (chords grouped at 50 ms)."""
+        groups, last_t = [], -1.0
+        for p, s, _ in sorted(part.notes.tolist(), key=lambda n: n[1]):
+            if s - last_t > 0.05:
+                groups.append(set())
+                last_t = s
+            groups[-1].add(int(p))
+        return sum(a == b for a, b in zip(groups, groups[1:]))
+
+    plain = [procedural_part(np.random.default_rng(i), 10.0) for i in range(40)]
+    again = [procedural_part(np.random.default_rng(i), 10.0, restrike=0.0) for i in range(40)]
+    assert all(np.array_equal(a.notes, b.notes) for a, b in zip(plain, again))
+    struck = [without_overlaps(procedural_part(np.random.default_rng(i), 10.0, restrike=0.3)) for i in range(40)]
+    n_plain = sum(repeated_onsets(p) for p in plain)
+    n_struck = sum(repeated_onsets(p) for p in struck)
+    assert n_struck > 5 * max(n_plain, 1)
+    for part in struck:     # one key at a time: a note ends where the next of its pitch starts
+        for pitch in np.unique(part.notes[:, 0]):
+            same = part.notes[part.notes[:, 0] == pitch]
+            same = same[np.argsort(same[:, 1])]
+            assert (same[:-1, 2] <= same[1:, 1] + 1e-6).all()
+
+
 def test_split_is_stable_and_about_ten_percent():
     keys = [f"bach/bwv{i}.mxl" for i in range(2000)]
     val = sum(split_of(k) == "val" for k in keys)
@@ -114,6 +141,8 @@ def test_train_cli_checkpoints_resumes_and_exports(tmp_path):
     assert r.returncode == 0, r.stderr
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [rec["epoch"] for rec in log] == [1, 2] and "note_f1" in log[-1]
+    # the grid holds the default thresholds, so its best can only be as good or better
+    assert all(rec["note_f1_calibrated"] >= rec["note_f1"] for rec in log)
     r = cli("export", run, "--out", tmp_path / "models")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "models" / "basicamt.onnx").is_file()
