@@ -16,6 +16,28 @@ def test_note_scores_match_mir_eval_by_hand():
     assert note_scores(ref, est, with_offsets=True)["recall"] == pytest.approx(1 / 3)
 
 
+def test_calibration_chooses_melodia_by_the_references():
+    from timbreamt.evaluate import calibrate_thresholds
+
+    onset = np.zeros((84, 200), np.float32)
+    frame = np.zeros((84, 200), np.float32)
+    onset[36, 20], frame[36, 20:60] = 0.9, 0.9          # MIDI 60 with an onset
+    frame[50, 92:100] = np.linspace(0.1, 0.8, 8)          # MIDI 74: frame activity rising too slowly
+    frame[50, 100:140] = 0.8                             # for an inferred onset, and no onset
+    hop = 256 / 22050
+    only_60 = np.array([[20 * hop, 60 * hop, 60]])
+    both = np.vstack([only_60, [[96 * hop, 140 * hop, 74]]])
+    best = calibrate_thresholds([(onset, frame)], [only_60], (0.5,), (0.5,))
+    assert best == {"onset_threshold": 0.5, "frame_threshold": 0.5, "melodia": False, "note_f1": 1.0}
+    best = calibrate_thresholds([(onset, frame)], [both], (0.5,), (0.5,))
+    assert best["melodia"] is True and best["note_f1"] == 1.0
+    # a frame threshold above the stray activity makes melodia harmless: the first best (melodia on) wins
+    best = calibrate_thresholds([(onset, frame)], [only_60], (0.5,), (0.85,))
+    assert best["melodia"] is True and best["note_f1"] == 1.0
+    with pytest.raises(ValueError, match="as many"):
+        calibrate_thresholds([(onset, frame)], [], (0.5,), (0.5,))
+
+
 def test_empty_cases_and_validation():
     assert note_scores(np.zeros((0, 3)), np.zeros((0, 3)))["f1"] == 1.0
     assert note_scores(np.array([[0, 1, 60]]), np.zeros((0, 3)))["f1"] == 0.0

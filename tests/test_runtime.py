@@ -105,6 +105,16 @@ def test_transcribes_reference_mix_into_tracks(sept, reference_dir):
     assert Transcription.from_json(result.to_json()).to_dict() == d
 
 
+def test_melodia_follows_the_model_and_can_be_overridden(sept, reference_dir):
+    wav = reference_dir / "three_mix.wav"
+    assert sept.options().melodia == sept.model.melodia    # the graph's calibrated default
+    key = lambda n: (n.pitch, n.start, n.end)          # noqa: E731
+    with_m = {key(n) for t in sept.transcribe(wav, instruments=None, melodia=True).tracks for n in t.notes}
+    without = {key(n) for t in sept.transcribe(wav, instruments=None, melodia=False).tracks for n in t.notes}
+    # melodia only adds notes (from frame activity without an onset) after the onset-led ones
+    assert without <= with_m
+
+
 def test_deterministic(sept, reference_dir):
     a = sept.transcribe(reference_dir / "three_mix.wav", instruments="auto")
     b = sept.transcribe(reference_dir / "three_mix.wav", instruments="auto")

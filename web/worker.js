@@ -85,10 +85,11 @@ async function runJob(msg, onProgress) {
   const onsetT = opts.onsetThreshold ?? (meta.onset_threshold ? Number(meta.onset_threshold) : fallback[0]);
   const frameT = opts.frameThreshold ?? (meta.frame_threshold ? Number(meta.frame_threshold) : fallback[1]);
   const minFrames = opts.minNoteFrames ?? (meta.min_note_frames ? Number(meta.min_note_frames) : 6);
+  const melodia = opts.melodia ?? (meta.melodia !== '0');   // calibrated per model; on without metadata
   const Job = pyodide.runPython('timbreamt.browser.BrowserJob');
   const instruments = msg.instruments === undefined ? 'auto' : msg.instruments;
   const job = Job.callKwargs(samples.length, name, hasEmbedding, instruments, msg.sampleRate || INPUT_RATE, {
-    onset_threshold: onsetT, frame_threshold: frameT, min_note_frames: minFrames,
+    onset_threshold: onsetT, frame_threshold: frameT, min_note_frames: minFrames, melodia,
     ...(opts.coreFrames ? { core_frames: opts.coreFrames } : {}),
   });
   Job.destroy();

@@ -19,7 +19,7 @@ class BrowserJob:
 
     def __init__(self, n_samples: int, model: str, has_embedding: bool, instruments, sample_rate: int,
                  onset_threshold: float, frame_threshold: float, min_note_frames: int, energy_tolerance: int = 11,
-                 core_frames: int = CORE_FRAMES, context_frames: int = CONTEXT_FRAMES) -> None:
+                 core_frames: int = CORE_FRAMES, context_frames: int = CONTEXT_FRAMES, melodia: bool = True) -> None:
         if int(n_samples) <= 0:
             raise ValueError("audio is empty (0 samples)")
         if instruments in ("auto", None):
@@ -39,7 +39,8 @@ class BrowserJob:
         self.model = str(model)
         self.sample_rate = int(sample_rate)
         self.windows = plan_windows(self.n_samples, int(core_frames), int(context_frames))
-        options = DecodeOptions(float(onset_threshold), float(frame_threshold), int(min_note_frames), int(energy_tolerance))
+        options = DecodeOptions(float(onset_threshold), float(frame_threshold), int(min_note_frames), int(energy_tolerance),
+                                bool(melodia))
         self.acc = MapAccumulator(options, with_embedding=has_embedding and self.instruments is not None,
                                   expected_frames=self.windows[-1].core_end if self.windows else 0)
         self.result = None

@@ -58,14 +58,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_run
 
-    thresholds = None
+    decoding = None
     if args.val:
         from .train import calibrate_run
 
-        onset_t, frame_t, f1 = calibrate_run(args.run, args.val, notes_from=args.notes_from)
-        thresholds = (onset_t, frame_t)
-        print(f"calibrated on {args.val}: onset {onset_t}, frame {frame_t} (validation note F1 {f1:.3f})")
-    for path in export_run(args.run, args.out, name=args.name, thresholds=thresholds, notes_from=args.notes_from):
+        decoding = calibrate_run(args.run, args.val, max_clips=args.val_clips, notes_from=args.notes_from)
+        print(f"calibrated on {args.val}: onset {decoding['onset_threshold']}, frame {decoding['frame_threshold']}, "
+              f"melodia {'on' if decoding['melodia'] else 'off'} (validation note F1 {decoding['note_f1']:.3f})")
+    for path in export_run(args.run, args.out, name=args.name, decoding=decoding, notes_from=args.notes_from):
         print(f"wrote {path} (all export checks passed)")
     return 0
 
@@ -117,7 +117,8 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
                 result = transcriber.transcribe(path, instruments=instruments, onset_threshold=args.onset_threshold,
                                                 frame_threshold=args.frame_threshold, min_note_ms=args.min_note_ms,
-                                                progress=progress)
+                                                progress=progress,
+                                                melodia=None if args.melodia is None else args.melodia == "on")
             written = write_outputs(result, paths, overwrite=args.overwrite)
         except (TimbreamtError, ValueError) as exc:
             failures += 1
@@ -229,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--onset-threshold", type=float, default=None)
     s.add_argument("--frame-threshold", type=float, default=None)
     s.add_argument("--min-note-ms", type=float, default=None)
+    s.add_argument("--melodia", choices=("on", "off"), default=None,
+                   help="add notes from frame activity without an onset (default: the model's calibrated choice)")
     s.add_argument("--format", type=_formats, default=["midi", "json"], help="comma-separated: midi,json,csv")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
     s.add_argument("--threads", type=int, default=2)
@@ -302,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", help="run folder or checkpoint")
     s.add_argument("--out", default="export/models")
     s.add_argument("--name", default=None, help="file stem (default: the model name)")
-    s.add_argument("--val", default=None, help="validation clips: calibrate the decoding thresholds on them")
+    s.add_argument("--val", default=None, help="validation clips: calibrate the decoding (thresholds, melodia) on them")
+    s.add_argument("--val-clips", type=int, default=36, help="how many validation clips to calibrate on")
     s.add_argument("--notes-from", default=None, help="septimbre: take the note branch from this basicamt run")
     s.set_defaults(func=_cmd_export)
     return p

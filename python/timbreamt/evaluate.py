@@ -47,13 +47,14 @@ def note_scores(ref: np.ndarray, est: np.ndarray, onset_tolerance: float = 0.05,
 
 
 def decode_to_intervals(onset: np.ndarray, frame: np.ndarray, onset_threshold: float, frame_threshold: float,
-                        min_note_frames: int = 6, hop_seconds: float | None = None) -> np.ndarray:
+                        min_note_frames: int = 6, hop_seconds: float | None = None, melodia: bool = True) -> np.ndarray:
     """Decode maps (84, T) into (n, 3) rows of (start_s, end_s, midi_pitch)."""
     from . import constants as C
     from .notes import decode_notes
 
     hop = C.HOP_SECONDS if hop_seconds is None else hop_seconds
-    ev = decode_notes(onset, frame, onset_threshold, frame_threshold, min_note_frames, C.ENERGY_TOLERANCE)
+    ev = decode_notes(onset, frame, onset_threshold, frame_threshold, min_note_frames, C.ENERGY_TOLERANCE,
+                      melodia=melodia)
     if not len(ev):
         return np.zeros((0, 3))
     return np.stack([ev["start"] * hop, ev["end"] * hop, ev["pitch"]], axis=1).astype(np.float64)
@@ -61,20 +62,26 @@ def decode_to_intervals(onset: np.ndarray, frame: np.ndarray, onset_threshold: f
 
 def calibrate_thresholds(maps: list[tuple[np.ndarray, np.ndarray]], refs: list[np.ndarray],
                          onset_grid: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
-                         frame_grid: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)) -> tuple[float, float, float]:
-    """Grid-search (onset, frame) thresholds maximising mean note F1 over validation clips.
+                         frame_grid: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+                         melodia_grid: tuple[bool, ...] = (True, False)) -> dict:
+    """Grid-search the decoding (onset and frame thresholds, melodia pass on/off) maximising mean
+    note F1 over validation clips.
 
     maps: [(onset, frame)] each (84, T); refs: [(n, 3) rows of (start_s, end_s, pitch)].
-    Returns (onset_threshold, frame_threshold, mean_f1).
+    Returns {'onset_threshold', 'frame_threshold', 'melodia', 'note_f1'} (the first best in grid order).
     """
     if len(maps) != len(refs) or not maps:
         raise ValueError("calibration needs as many reference note lists as maps, and at least one")
-    best = (0.5, 0.3, -1.0)
-    for ot in onset_grid:
-        for ft in frame_grid:
-            f1 = float(np.mean([note_scores(r, decode_to_intervals(o, f, ot, ft))["f1"] for (o, f), r in zip(maps, refs)]))
-            if f1 > best[2]:
-                best = (ot, ft, f1)
+    if not (onset_grid and frame_grid and melodia_grid):
+        raise ValueError("calibration grids must not be empty")
+    best = {"note_f1": -1.0}
+    for melodia in melodia_grid:
+        for ot in onset_grid:
+            for ft in frame_grid:
+                f1 = float(np.mean([note_scores(r, decode_to_intervals(o, f, ot, ft, melodia=melodia))["f1"]
+                                    for (o, f), r in zip(maps, refs)]))
+                if f1 > best["note_f1"]:
+                    best = {"onset_threshold": ot, "frame_threshold": ft, "melodia": bool(melodia), "note_f1": f1}
     return best
 
 

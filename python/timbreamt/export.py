@@ -76,7 +76,7 @@ def export_model(model, model_name: str, path: str | Path, metadata: dict[str, s
         graph = simplify(graph)
         graph.producer_name = "timbreamt"
         meta = {"model": model_name, "onset_threshold": str(C.ONSET_THRESHOLD),
-                "frame_threshold": str(C.FRAME_THRESHOLD), "min_note_frames": str(C.MIN_NOTE_FRAMES)}
+                "frame_threshold": str(C.FRAME_THRESHOLD), "min_note_frames": str(C.MIN_NOTE_FRAMES), "melodia": "1"}
         meta.update(metadata or {})
         del graph.metadata_props[:]
         for k, v in meta.items():
@@ -236,9 +236,10 @@ def verify(path: str | Path, model_name: str, torch_model=None) -> dict[str, flo
 
 
 def export_run(run: str | Path, out_dir: str | Path, name: str | None = None,
-               thresholds: tuple[float, float] | None = None, notes_from: str | Path | None = None) -> list[Path]:
-    """Export the best checkpoint of a training run to ``out_dir/<name>.onnx``; ``thresholds``
-    (onset, frame) become the graph's decoding defaults. ``notes_from``: a BasicAMT run whose front
+               decoding: dict | None = None, notes_from: str | Path | None = None) -> list[Path]:
+    """Export the best checkpoint of a training run to ``out_dir/<name>.onnx``; ``decoding``
+    ({'onset_threshold', 'frame_threshold', 'melodia'}, from calibration) becomes the graph's decoding
+    defaults. ``notes_from``: a BasicAMT run whose front
     end and note branch replace a Septimbre's (its timbre encoder is independent of them)."""
     from .errors import DataError
     from .train import load_checkpoint, model_from_checkpoint
@@ -257,6 +258,7 @@ def export_run(run: str | Path, out_dir: str | Path, name: str | None = None,
         state.update({k: v for k, v in notes_ckpt["model"].items() if k.startswith(("front.", "notes."))})
         model.load_state_dict(state)
         meta["notes_epoch"] = str(notes_ckpt.get("epoch", -1) + 1)
-    if thresholds:
-        meta.update(onset_threshold=f"{thresholds[0]:.3f}", frame_threshold=f"{thresholds[1]:.3f}")
+    if decoding:
+        meta.update(onset_threshold=f"{decoding['onset_threshold']:.3f}",
+                    frame_threshold=f"{decoding['frame_threshold']:.3f}", melodia="1" if decoding["melodia"] else "0")
     return [export_model(model, model_name, Path(out_dir) / f"{name or model_name}.onnx", meta)]

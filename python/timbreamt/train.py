@@ -193,15 +193,16 @@ def validate(model: torch.nn.Module, clips: list[dict], device: torch.device) ->
         frame_fp += int((pred & (rolls["frame"] == 0)).sum())
         frame_fn += int((~pred & (rolls["frame"] > 0)).sum())
         ref = clip["notes"][:, [1, 2, 0]]
-        est = decode_to_intervals(onset, frame, C.ONSET_THRESHOLD, C.FRAME_THRESHOLD, C.MIN_NOTE_FRAMES)
+        est = decode_to_intervals(onset, frame, C.ONSET_THRESHOLD, C.FRAME_THRESHOLD, C.MIN_NOTE_FRAMES)   # melodia on
         f1s.append(note_scores(ref, est)["f1"])
         maps.append((onset, frame))
         refs.append(ref)
     frame_f1 = 2 * frame_tp / max(2 * frame_tp + frame_fp + frame_fn, 1)
-    onset_t, frame_t, calibrated = calibrate_thresholds(maps, refs, VAL_ONSET_GRID, VAL_FRAME_GRID)
+    best = calibrate_thresholds(maps, refs, VAL_ONSET_GRID, VAL_FRAME_GRID)
     model.train()
-    return {"note_f1": float(np.mean(f1s)), "frame_f1": float(frame_f1), "note_f1_calibrated": calibrated,
-            "onset_threshold": onset_t, "frame_threshold": frame_t}
+    return {"note_f1": float(np.mean(f1s)), "frame_f1": float(frame_f1), "note_f1_calibrated": best["note_f1"],
+            "onset_threshold": best["onset_threshold"], "frame_threshold": best["frame_threshold"],
+            "melodia": best["melodia"]}
 
 
 @torch.no_grad()
@@ -361,9 +362,9 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
 
 @torch.no_grad()
 def calibrate_run(run: str | Path, val_dir: str | Path, max_clips: int = 36,
-                  notes_from: str | Path | None = None) -> tuple[float, float, float]:
-    """Grid-search decoding thresholds of a run's best checkpoint (or of ``notes_from``, whose note
-    branch a Septimbre export takes) on validation clips."""
+                  notes_from: str | Path | None = None) -> dict:
+    """Grid-search the decoding (thresholds, melodia) of a run's best checkpoint (or of ``notes_from``,
+    whose note branch a Septimbre export takes) on validation clips; see calibrate_thresholds."""
     from .evaluate import calibrate_thresholds
 
     model = model_from_checkpoint(notes_from or run)

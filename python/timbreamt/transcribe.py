@@ -75,6 +75,8 @@ class Model:
         self.onset_threshold = float(meta.get("onset_threshold", onset_t))
         self.frame_threshold = float(meta.get("frame_threshold", frame_t))
         self.min_note_frames = int(meta.get("min_note_frames", C.MIN_NOTE_FRAMES))
+        # the melodia pass (notes from frame activity without an onset) is calibrated per model
+        self.melodia = meta.get("melodia", "1") != "0"
 
     def run(self, audio: np.ndarray) -> dict[str, np.ndarray]:
         """audio (n,) float32 at 44.1 kHz -> {'onset','frame': (84, F), 'embedding': (12, 84, F)}."""
@@ -150,24 +152,28 @@ class Transcriber:
         self.model = Model(model, threads)
 
     def options(self, onset_threshold: float | None = None, frame_threshold: float | None = None,
-                min_note_ms: float | None = None) -> DecodeOptions:
+                min_note_ms: float | None = None, melodia: bool | None = None) -> DecodeOptions:
+        """Decoding options: the model's calibrated defaults, each overridable."""
         m = self.model
         min_frames = m.min_note_frames if min_note_ms is None else max(1, int(round(min_note_ms / 1000 * C.FRAMES_PER_SECOND)))
         opts = DecodeOptions(onset_threshold=m.onset_threshold if onset_threshold is None else onset_threshold,
                              frame_threshold=m.frame_threshold if frame_threshold is None else frame_threshold,
-                             min_note_frames=min_frames, energy_tolerance=C.ENERGY_TOLERANCE)
+                             min_note_frames=min_frames, energy_tolerance=C.ENERGY_TOLERANCE,
+                             melodia=m.melodia if melodia is None else bool(melodia))
         opts.validate()   # ValueError naming the bad option
         return opts
 
     def transcribe(self, audio: str | Path | np.ndarray, sr: int | None = None, instruments: int | str | None = "auto",
                    onset_threshold: float | None = None, frame_threshold: float | None = None,
                    min_note_ms: float | None = None, progress: Callable[[float], None] | None = None,
-                   core_frames: int = CORE_FRAMES, context_frames: int = CONTEXT_FRAMES) -> Transcription:
+                   core_frames: int = CORE_FRAMES, context_frames: int = CONTEXT_FRAMES,
+                   melodia: bool | None = None) -> Transcription:
         """Transcribe a file path, or an array (samples,) / (samples, channels) with its rate ``sr``.
 
         instruments: an int N >= 1, 'auto' (estimated) or None (one track). With a model without an
         embedding (basicamt) only one track is possible.
         progress: called with the fraction of audio done (0..1) after each window.
+        melodia: add notes from frame activity that has no onset (None: the model's calibrated default).
         """
         if instruments not in (None, "auto") and (not isinstance(instruments, (int, np.integer)) or instruments < 1):
             raise ValueError(f"instruments must be a positive integer, 'auto' or None, got {instruments!r}")
@@ -176,7 +182,7 @@ class Transcriber:
                 raise ModelError(f"{self.model.name} has no timbre embedding: it cannot separate "
                                  f"{instruments} instruments (use the septimbre model)")
             instruments = None
-        opts = self.options(onset_threshold, frame_threshold, min_note_ms)
+        opts = self.options(onset_threshold, frame_threshold, min_note_ms, melodia)
         if isinstance(audio, (str, Path)):
             stream = AudioStream(audio, INPUT_RATE)
             sample_rate, blocks, expected = stream.sample_rate, iter(stream), stream.header_frames / stream.sample_rate
@@ -204,6 +210,8 @@ class Transcriber:
 
 def transcribe(audio: str | Path | np.ndarray, sr: int | None = None, model: str | Path = "septimbre",
                instruments: int | str | None = "auto", onset_threshold: float | None = None,
-               frame_threshold: float | None = None, min_note_ms: float | None = None, threads: int = 2) -> Transcription:
+               frame_threshold: float | None = None, min_note_ms: float | None = None, threads: int = 2,
+               melodia: bool | None = None) -> Transcription:
     """Transcribe audio (a path, or an array with its sample rate ``sr``) into a Transcription."""
-    return Transcriber(model, threads).transcribe(audio, sr, instruments, onset_threshold, frame_threshold, min_note_ms)
+    return Transcriber(model, threads).transcribe(audio, sr, instruments, onset_threshold, frame_threshold, min_note_ms,
+                                                  melodia=melodia)
