@@ -52,9 +52,12 @@ class Model:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
-        # Windows of different lengths (first, middle, last) make the default arena keep growing
-        # blocks for every shape: without it memory stays bounded by one window.
-        so.enable_cpu_mem_arena = False
+        # ORT's arena reuses its buffers from window to window; without it every large activation is
+        # a fresh mmap whose pages the kernel faults in and zeroes again (measured, 10 min, 2 threads:
+        # 1.2 M page faults, 2.7 s of system time, a quarter of the wall time). Without a per-shape
+        # memory pattern the arena stays at about one window's working set although windows differ
+        # in length (first, middle, last): peak RSS at 10 min 256 MiB with it, 250 without.
+        so.enable_cpu_mem_arena = True
         so.enable_mem_pattern = False
         try:
             self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
