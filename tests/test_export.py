@@ -38,6 +38,17 @@ def test_export_writes_contract_and_metadata(exported):
         assert onset.shape == frame.shape == (1, 84, ((n + 1) // 2 - 1) // 256 + 1)
 
 
+def test_export_fuses_the_note_heads(exported):
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(exported[1])).graph
+    shapes = [tuple(numpy_helper.to_array(t).shape) for t in graph.initializer]
+    assert (8, 16, 7, 5) in shapes            # one conv for both heads (NoteBranch.fuse_heads)
+    assert (1, 16, 5, 5) not in shapes        # no separate 1-channel frame head
+    assert exported[0].notes.fused_heads is None   # the caller's model is left unfused
+
+
 def test_torch_onnx_parity(exported):
     model, path = exported
     from timbreamt.export import _wrapper

@@ -131,3 +131,27 @@ def test_tiny_training_run_lowers_loss():
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.6 * losses[0], losses
     assert C.AFFINE_K_RANGE[0] <= float(model.front.k.detach()) <= C.AFFINE_K_RANGE[1]
+
+
+def test_fused_note_heads_give_the_same_maps():
+    torch.manual_seed(3)
+    model = build_model("basicamt")
+    with torch.no_grad():      # non-trivial BatchNorm statistics, so the folding is exercised
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    model.eval()
+    audio = torch.randn(1, 22050 * 2) * 0.1
+    with torch.no_grad():
+        want = model(audio)
+        model.notes.fuse_heads()
+        got = model(audio)
+    assert model.notes.fused_heads.out_channels == 8
+    for key in ("onset", "frame"):
+        assert torch.allclose(want[key], got[key], atol=1e-5), key
+    model.train()
+    with pytest.raises(RuntimeError, match="inference"):
+        model.notes.fuse_heads()

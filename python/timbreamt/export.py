@@ -55,12 +55,18 @@ def export_model(model, model_name: str, path: str | Path, metadata: dict[str, s
     """Export ``model`` (a trained BasicAMT/Septimbre in eval mode) to ``path`` and verify it.
 
     ``metadata`` (e.g. calibrated thresholds) is stored in the graph's metadata_props, where the
-    runtime reads its decoding defaults."""
+    runtime reads its decoding defaults. The graph is traced from a copy whose note heads are fused
+    (NoteBranch.fuse_heads); the parity check compares it with ``model`` itself, unfused."""
+    import copy
+
     import onnx
     import torch
 
     path = Path(path)
-    wrapper = _wrapper(model)
+    reference = _wrapper(model)
+    fused = copy.deepcopy(model).eval()
+    fused.notes.fuse_heads()
+    wrapper = _wrapper(fused)
     names = output_names(model_name)
     dummy = torch.randn(1, 1, 44100 * 3) * 0.1
     dynamic = {"audio": {2: "samples"}}
@@ -84,7 +90,7 @@ def export_model(model, model_name: str, path: str | Path, metadata: dict[str, s
             entry.key, entry.value = k, str(v)
         final = Path(tmp) / "final.onnx"
         onnx.save(graph, str(final))
-        verify(final, model_name, torch_model=wrapper)
+        verify(final, model_name, torch_model=reference)
         tmp_out = path.with_suffix(".onnx.tmp")
         onnx.save(graph, str(tmp_out))
         os.replace(tmp_out, path)

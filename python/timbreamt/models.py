@@ -107,12 +107,40 @@ class NoteBranch(nn.Module):
         self.onset_head = nn.Sequential(conv(16, 7, (7, 3), stride=(3, 1), padding=(2, 1)),
                                         nn.BatchNorm2d(7), nn.ReLU())
         self.onset_out = conv(8, 1, (3, 5))
+        self.fused_heads: nn.Conv2d | None = None      # inference only, see fuse_heads()
+
+    @torch.no_grad()
+    def fuse_heads(self) -> None:
+        """For inference (export): merge the onset head (BatchNorm folded in) and the frame head into
+        one 16 -> 8 convolution, kernel 7 x 5, stride 3 in frequency: channels 0-6 the onset features
+        before their ReLU, channel 7 the frame logits. The same sums up to float rounding (each head's
+        kernel sits zero-padded in the larger one, centred on the same input rows and frames), but
+        onnxruntime runs one 8-channel convolution far faster than a 1-channel one, whose output its
+        blocked layout pads to 8 channels anyway. Training code never calls this."""
+        if self.training:
+            raise RuntimeError("fuse_heads() is for inference: call .eval() first")
+        head, bn = self.onset_head[0], self.onset_head[1]
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        onset_w = head.weight * scale[:, None, None, None]            # (7, 16, 7, 3)
+        onset_b = (head.bias - bn.running_mean) * scale + bn.bias
+        fused = nn.Conv2d(16, 8, (7, 5), stride=(3, 1), padding=(2, 2))
+        fused.weight.zero_()
+        fused.weight[:7, :, :, 1:4] = onset_w                          # onset: padding (2, 1) -> rows 0-6, frames 1-3
+        fused.weight[7, :, 1:6, :] = self.frame_head.weight[0]         # frame: padding (1, 2) -> rows 1-5, frames 0-4
+        fused.bias[:7] = onset_b
+        fused.bias[7] = self.frame_head.bias[0]
+        fused.requires_grad_(False)
+        self.fused_heads = fused
 
     def forward_logits(self, stacked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = F.relu(self.conv2(self.conv1(stacked)) + stacked)
         x = self.neck(x)
-        frame_logits = self.frame_head(x)                              # (B, 1, 84, T)
-        onset_feat = self.onset_head(x)                                # (B, 7, 84, T)
+        if self.fused_heads is not None:
+            heads = self.fused_heads(x)
+            frame_logits, onset_feat = heads[:, 7:8], F.relu(heads[:, :7])
+        else:
+            frame_logits = self.frame_head(x)                          # (B, 1, 84, T)
+            onset_feat = self.onset_head(x)                            # (B, 7, 84, T)
         onset_in = torch.cat([onset_feat, torch.sigmoid(frame_logits)], dim=1)
         onset_logits = self.onset_out(onset_in)
         return onset_logits[:, 0], frame_logits[:, 0]
