@@ -119,3 +119,15 @@ def test_empty_and_tiny_maps():
 def test_velocity_mapping():
     v = notes.velocity_from_amplitude(np.array([0.0, 0.5, 1.0, 2.0]))
     assert v.tolist() == [1, 64, 127, 127]
+
+
+def test_note_sounding_when_the_audio_starts_is_kept():
+    onset = np.zeros((84, 60), np.float32)
+    frame = np.zeros((84, 60), np.float32)
+    frame[36, :30] = 0.9        # MIDI 60 already sounding at frame 0: no attack, no onset peak
+    onset[40, 20], frame[40, 20:50] = 0.9, 0.9
+    for melodia in (False, True):
+        ev = notes.decode_notes(onset, frame, 0.5, 0.5, 6, 11, melodia=melodia)
+        assert [(int(e["pitch"]), int(e["start"])) for e in ev] == [(60, 0), (64, 20)]
+    rows, times = notes.onset_peaks(np.array([[0.6, 0.2, 0.1], [0.2, 0.6, 0.7]], np.float32), 0.5)
+    assert rows.tolist() == [0] and times.tolist() == [0]     # the last frame is never a peak

@@ -25,7 +25,9 @@ from .transcription import Note, Track, Transcription
 INPUT_RATE = 44100
 HOP_INPUT = 512                     # input samples per frame (hop 256 at 22050 Hz)
 FRAMES_PER_SECOND = INPUT_RATE / HOP_INPUT
-CORE_FRAMES = 2048                  # ~23.8 s
+CORE_FRAMES = 1536                  # ~17.8 s: measured on 10 min of Septimbre (2 threads, ORT arena
+                                    # shrunk per window), peak RSS 182 / 213 / 271 MiB at 1024 / 1536 /
+                                    # 2048 frames, time within noise at 1536 and 2048, ~8% more at 1024
 CONTEXT_FRAMES = 264                # ~3.1 s: covers the receptive field of our graphs; a multiple of
                                     # 4 so windows start on the timbre encoder's 4-frame grid
 N_PITCHES = 84

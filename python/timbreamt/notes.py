@@ -46,28 +46,32 @@ def _validate_thresholds(onset_threshold: float, frame_threshold: float, min_not
 
 
 def inferred_onsets(onset_probs: np.ndarray, frame_probs: np.ndarray, n_diff: int = 2) -> np.ndarray:
-    """max(onset, rise of frame prob over the last 1..n_diff frames (the smallest of them)), (84, T)."""
+    """max(onset, rise of frame prob over the last 1..n_diff frames (the smallest of them)), (84, T).
+
+    Frames before the first count as silent: a note already sounding when the audio starts rises
+    from 0 there (the onset map alone may not mark it: it has no attack to see)."""
     frames = frame_probs.astype(np.float32, copy=False)
     rise = np.full(frames.shape, np.inf, dtype=np.float32)
     for n in range(1, n_diff + 1):
         prev = np.zeros_like(frames)
         prev[:, n:] = frames[:, :-n]
         np.minimum(rise, frames - prev, out=rise)
-    rise[:, :n_diff] = 0
     np.maximum(rise, 0, out=rise)
     return np.maximum(onset_probs.astype(np.float32, copy=False), rise)
 
 
 def onset_peaks(onset_probs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(pitch_rows, frames) of strict local maxima in time above ``threshold``, sorted by frame then
-    row. The first and last frames are never peaks (as scipy's argrelmax)."""
+    row. The first frame can be a peak (it is compared with silence before the audio), the last
+    cannot (what follows is unknown)."""
     o = onset_probs
-    if o.shape[1] < 3:
+    if o.shape[1] < 2:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    mid = o[:, 1:-1]
-    is_peak = (mid > o[:, :-2]) & (mid > o[:, 2:]) & (mid >= threshold)
+    before = np.concatenate([np.zeros_like(o[:, :1]), o[:, :-2]], axis=1)
+    mid = o[:, :-1]
+    is_peak = (mid > before) & (mid > o[:, 1:]) & (mid >= threshold)
     t, r = np.nonzero(is_peak.T)
-    return r.astype(np.int64), t.astype(np.int64) + 1
+    return r.astype(np.int64), t.astype(np.int64)
 
 
 def _walk(remaining: np.ndarray, row: int, start: int, stop: int, step: int, threshold: float,
