@@ -313,3 +313,13 @@ def test_encoder_validation_scores_mixtures_only():
             return {"embedding": emb, "frame": torch.ones(1, 84, frames)}
 
     assert validate_encoder(Oracle(), [mixture], torch.device("cpu"))["assignment_accuracy"] == 1.0
+
+
+def test_clip_that_cannot_be_written_gives_a_clear_error(tmp_path):
+    pytest.importorskip("fluidsynth")
+    from timbreamt.data import _worker_make
+    from timbreamt.errors import DataError
+
+    gone = tmp_path / "removed-while-rendering"
+    with pytest.raises(DataError, match="cannot write .*clip_000000.npz"):
+        _worker_make((0, 0, "train", str(gone), {"corpus_fraction": 0.0}))

@@ -371,8 +371,12 @@ def _worker_make(args: tuple) -> str:
     if not path.exists():
         clip = make_clip(seed, index, split, **kwargs)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **clip)
-        os.replace(tmp, path)
+        try:
+            np.savez(tmp, **clip)
+            os.replace(tmp, path)
+        except OSError as exc:       # folder removed while rendering, disk full, ...: one clear line
+            tmp.unlink(missing_ok=True)
+            raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
     return str(path)
 
 
