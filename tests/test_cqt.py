@@ -68,3 +68,24 @@ def test_matches_direct_numpy_cqt(cqt):
     want = abs(numpy_cqt_bin(low[: c * C.HOP * 2].astype(np.float64), freqs[100]))
     got = abs(complex(out[0, 100, c], out[1, 100, c]))
     assert abs(got - want) < 0.06 * want, (got, want)
+
+
+@pytest.mark.parametrize("phases", [1, 8, 64])
+def test_polyphase_decimator_equals_strided_lowpass(phases):
+    import torch
+
+    from timbreamt.cqt import HalfBandDecimator, lowpass_kernel
+
+    dec = HalfBandDecimator(phases)
+    h = torch.tensor(lowpass_kernel(), dtype=torch.float32)[None, None]
+    rng = np.random.default_rng(phases)
+    for n in (1, 2, 3, 2 * phases, 2 * phases + 1, 5000, 22050 + 17):
+        x = torch.from_numpy(rng.standard_normal((2, 1, n)).astype(np.float32))
+        want = torch.nn.functional.conv1d(x, h, stride=2, padding=h.shape[-1] // 2)
+        got = dec(x)
+        assert got.shape == want.shape, n
+        assert float((got - want).abs().max()) < 1e-5, n
+    # a chunk starting at a multiple of 2 * phases samples computes its outputs bit for bit
+    x = torch.from_numpy(rng.standard_normal((1, 1, 9000)).astype(np.float32))
+    start = 2 * phases * 3
+    assert torch.equal(dec(x)[..., start // 2 + 64: start // 2 + 600], dec(x[..., start:])[..., 64:600])

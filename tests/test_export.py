@@ -106,6 +106,30 @@ def test_web_compatibility_checks(exported):
         check_web_compatible(g)
 
 
+def test_crop_is_optional_with_a_zero_default(exported):
+    """The contract's one required input stays ``audio``; ``crop`` is an overridable initializer
+    (default [0, 0]) that only the Python runtime feeds. Without its default it would be a second
+    required input, which the web check refuses."""
+    _, path = exported
+    g = onnx.load(str(path))
+    defaults = {t.name: numpy_helper.to_array(t) for t in g.graph.initializer}
+    assert defaults["crop"].tolist() == [0, 0]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_overridable_initializers()] == ["crop"]
+    audio = (np.random.default_rng(1).standard_normal((1, 1, 44100 * 4)) * 0.1).astype(np.float32)
+    full = sess.run(None, {"audio": audio})
+    same = sess.run(None, {"audio": audio, "crop": np.zeros(2, np.int64)})
+    for a, b in zip(full, same):
+        assert np.array_equal(a, b)
+    cut = sess.run(None, {"audio": audio, "crop": np.array([40, 12], np.int64)})
+    assert cut[1].shape[-1] == full[1].shape[-1] - 52
+    for t in list(g.graph.initializer):
+        if t.name == "crop":
+            g.graph.initializer.remove(t)
+    with pytest.raises(ExportError, match="crop is not float32"):
+        check_web_compatible(g)
+
+
 @pytest.mark.parametrize("name", ["basicamt", "septimbre"])
 def test_shipped_models_pass_every_check(shipped_models, name):
     figures = verify(shipped_models / f"{name}.onnx", name)

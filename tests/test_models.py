@@ -155,3 +155,47 @@ def test_fused_note_heads_give_the_same_maps():
     model.train()
     with pytest.raises(RuntimeError, match="inference"):
         model.notes.fuse_heads()
+
+
+def test_low_rank_conv2_from_svd():
+    """A full conv2 factorised at rank 24 (its full rank) gives the same maps; rank 8 keeps part of
+    its energy, has fewer parameters, and cannot be turned into another rank."""
+    from timbreamt.errors import DataError
+    from timbreamt.train import load_note_weights
+
+    torch.manual_seed(4)
+    full = build_model("basicamt").eval()
+    ckpt = {"model": full.state_dict(), "config": {"model": "basicamt"}}
+    audio = torch.randn(1, 22050) * 0.1
+    exact = build_model("basicamt", conv2_rank=24).eval()
+    assert load_note_weights(exact, ckpt, "full") == pytest.approx(1.0)
+    with torch.no_grad():
+        want, got = full(audio), exact(audio)
+    for key in ("onset", "frame"):
+        assert torch.allclose(want[key], got[key], atol=1e-5), key
+    low = build_model("basicamt", conv2_rank=8)
+    kept = load_note_weights(low, ckpt, "full")
+    assert 0.3 < kept < 1.0
+    assert count_parameters(low) < count_parameters(full) - 6000
+    with pytest.raises(DataError, match="rank 8 cannot become rank 4"):
+        load_note_weights(build_model("basicamt", conv2_rank=4),
+                          {"model": low.state_dict(), "config": {"model": "basicamt", "conv2_rank": 8}}, "low")
+    with pytest.raises(ValueError, match="rank"):
+        build_model("basicamt", conv2_rank=25)
+
+
+@pytest.mark.parametrize("name", ["basicamt", "septimbre"])
+def test_crop_drops_frames_and_keeps_the_rest(name):
+    torch.manual_seed(5)
+    model = build_model(name, conv2_rank=8).eval()
+    audio = torch.randn(1, 22050 * 3) * 0.1
+    c0, c1 = 64, 40
+    with torch.no_grad():
+        whole = model(audio)
+        cut = model(audio, crop=torch.tensor([c0, c1]))
+    for key, v in whole.items():
+        frames = v.shape[-1]
+        assert cut[key].shape[-1] == frames - c0 - c1, key
+        m = 32      # the receptive field of the convolutions after the cut (chunks.CROP_MARGIN_FRAMES)
+        diff = (cut[key][..., m:-m] - v[..., c0 + m:frames - c1 - m]).abs().max()
+        assert diff < 1e-5, (key, float(diff))

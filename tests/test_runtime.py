@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from conftest import REFERENCE_MODELS, tone
-from timbreamt.chunks import HOP_INPUT, n_frames, plan_windows
+from timbreamt.chunks import CROP_MARGIN_FRAMES, HOP_INPUT, PEAK_MARGIN, n_frames, plan_windows, window_crop
 from timbreamt.errors import AudioError, ModelError, OutputError
 from timbreamt.transcribe import Model, Transcriber, _windows_from_stream
 from timbreamt.transcription import Transcription
@@ -65,20 +65,56 @@ def test_streamed_windows_equal_planned_windows():
         assert np.array_equal(chunk, audio[w.in_start:w.in_end])
 
 
-def test_chunked_maps_equal_whole_file_maps(shipped_models):
+@pytest.mark.parametrize("cropped", [False, True])
+def test_chunked_maps_equal_whole_file_maps(shipped_models, cropped):
+    """Whole windows, and windows whose convolutions only run near the core (the graph's crop
+    input, what the runtime uses), both give the whole file's maps, peak-picking margin included."""
     model = Model(shipped_models / "septimbre.onnx")
+    assert model.can_crop
     audio = np.tile(melody(), 6)[: SR * 30]
     rng = np.random.default_rng(0)
     audio = audio + rng.standard_normal(len(audio)).astype(np.float32) * 0.01
     whole = model.run(audio)
     parts = {k: [] for k in whole}
+    margins = {k: [] for k in whole}
+    crops = []
     for w, chunk, _, _ in _windows_from_stream([audio], 600, 264):
-        out = model.run(chunk)
+        crop = window_crop(w, n_frames(len(chunk))) if cropped else (0, 0)
+        crops.append(crop)
+        out = model.run(chunk, crop)
+        first = w.frame_start + crop[0]
         for k, v in out.items():
-            parts[k].append(v[..., w.core_start - w.frame_start:w.core_end - w.frame_start])
+            assert v.shape[-1] == n_frames(len(chunk)) - sum(crop)
+            parts[k].append(v[..., w.core_start - first:w.core_end - first])
+            if k == "embedding":    # only the core's embeddings are used
+                continue
+            # the frames next to the core that peak picking reads must be exact too
+            a, b = max(w.core_start - PEAK_MARGIN, 0), min(w.core_end + PEAK_MARGIN, whole[k].shape[-1])
+            margins[k].append(np.abs(v[..., a - first:b - first] - whole[k][..., a:b]).max())
+    if cropped:     # inner windows really drop frames on both sides
+        assert any(c[0] > 0 and c[1] > 0 for c in crops), crops
     for k in whole:
         diff = np.abs(np.concatenate(parts[k], axis=-1) - whole[k])
-        assert diff.max() < 1e-3, (k, diff.max())
+        assert diff.max() < 1e-5, (k, diff.max())
+        if k != "embedding":
+            assert max(margins[k]) < 1e-5, (k, max(margins[k]))
+
+
+def test_window_crop_keeps_the_core_and_margin():
+    for w in plan_windows(44100 * 100, 600, 264):
+        frames = n_frames(w.in_end - w.in_start)
+        start, end = window_crop(w, frames)
+        first, last = w.frame_start + start, w.frame_start + frames - end
+        assert start % 4 == 0 and start >= 0 and end >= 0
+        assert first <= max(0, w.core_start - CROP_MARGIN_FRAMES)
+        assert last >= min(w.core_end + CROP_MARGIN_FRAMES, w.frame_start + frames)
+
+
+def test_reference_graphs_run_uncropped(reference_dir):
+    model = Model(REFERENCE_MODELS / "basicamt_44100.onnx")
+    assert not model.can_crop
+    with pytest.raises(ModelError, match="crop"):
+        model.run(np.zeros(44100, np.float32), (4, 0))
 
 
 def test_chunked_transcription_equals_whole_file(sept):

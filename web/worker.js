@@ -47,7 +47,10 @@ async function getSession(model) {
     const bytes = new Uint8Array(await resp.arrayBuffer());
     let session;
     try {
-      session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
+      // logSeverityLevel 3: our graphs' optional `crop` input (an initializer the browser never
+      // overrides) would otherwise print a warning on every load
+      session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'], graphOptimizationLevel: 'all',
+                                                           logSeverityLevel: 3 });
     } catch (e) {
       throw new Error(`cannot load model ${url}: ${e.message || e}`);
     }

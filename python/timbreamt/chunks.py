@@ -32,6 +32,9 @@ CONTEXT_FRAMES = 264                # ~3.1 s: covers the receptive field of our 
                                     # 4 so windows start on the timbre encoder's 4-frame grid
 N_PITCHES = 84
 PEAK_MARGIN = 3                     # frames of context needed by inferred onsets + peak picking
+CROP_MARGIN_FRAMES = 32             # frames kept beyond the core by graphs that take a ``crop``: the
+                                    # note branch's convolutions reach 9 frames (+ PEAK_MARGIN), the
+                                    # timbre encoder's 30; a multiple of FRAME_GRID
 FRAME_GRID = 4                      # window starts on multiples of this (the timbre encoder's stride)
 
 
@@ -82,6 +85,17 @@ def plan_windows(n_samples: int, core_frames: int = CORE_FRAMES, context_frames:
     return windows
 
 
+def window_crop(window: Window, window_frames: int, margin: int = CROP_MARGIN_FRAMES) -> tuple[int, int]:
+    """Frames a graph with a ``crop`` input may drop at the start and end of ``window`` (whose input
+    gives ``window_frames`` frames) before its convolutions: everything farther than ``margin`` from
+    the core. The front end still sees the whole window (its energy statistic needs the context).
+    The start stays on the FRAME_GRID. Returns (start, end) frame counts."""
+    start = max(0, window.core_start - margin - window.frame_start)
+    start -= start % FRAME_GRID
+    end = max(0, window_frames - (window.core_end + margin - window.frame_start))
+    return start, end
+
+
 @dataclass
 class DecodeOptions:
     onset_threshold: float = 0.5
@@ -114,9 +128,12 @@ class MapAccumulator:
         self.block_emb: list[np.ndarray] = []
         self.next_frame = 0
 
-    def add(self, window: Window, onset: np.ndarray, frame: np.ndarray, embedding: np.ndarray | None = None) -> None:
-        """Add one window's maps: onset, frame (84, F) and embedding (12, 84, F) for the window's frames
-        starting at window.frame_start (F may include frames past the core)."""
+    def add(self, window: Window, onset: np.ndarray, frame: np.ndarray, embedding: np.ndarray | None = None,
+            map_start: int | None = None) -> None:
+        """Add one window's maps: onset, frame (84, F) and embedding (12, 84, F) for F frames starting
+        at ``map_start`` (default window.frame_start; later when the graph cropped the window, see
+        window_crop). F may include frames before and past the core."""
+        first = window.frame_start if map_start is None else int(map_start)
         if window.core_start != self.next_frame:
             raise ValueError(f"windows must arrive in order: expected core start {self.next_frame}, "
                              f"got {window.core_start}")
@@ -124,10 +141,11 @@ class MapAccumulator:
             raise ValueError(f"onset/frame maps must be (84, frames), got {onset.shape} and {frame.shape}")
         if not (np.isfinite(onset).all() and np.isfinite(frame).all()):
             raise ValueError("the model returned NaN or infinite probabilities")
-        lo = window.core_start - window.frame_start
-        hi = window.core_end - window.frame_start
-        if hi > frame.shape[1]:
-            raise ValueError(f"window gives {frame.shape[1]} frames, needs {hi}")
+        lo = window.core_start - first
+        hi = window.core_end - first
+        if lo < 0 or hi > frame.shape[1]:
+            raise ValueError(f"window maps cover frames {first}..{first + frame.shape[1]}, the core needs "
+                             f"{window.core_start}..{window.core_end}")
         core_frame = frame[:, lo:hi].astype(np.float16)
         self._store_frames(window.core_start, core_frame)
         # onset peaks of the core, computed with a few frames of context on each side
@@ -138,7 +156,7 @@ class MapAccumulator:
         # (inferred onsets are exact from the slice's third frame on, and the margin covers that)
         inferred = notes.inferred_onsets(on, fr)
         rows, times = notes.onset_peaks(inferred, self.options.onset_threshold)
-        times = times + a + window.frame_start
+        times = times + a + first
         keep = (times >= window.core_start) & (times < window.core_end)
         self.peak_rows.append(rows[keep])
         self.peak_frames.append(times[keep])

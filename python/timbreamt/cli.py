@@ -20,11 +20,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print("models: torch is not installed (pip install 'timbreamt[train]') - parameter counts unavailable")
     else:
         for name in ("basicamt", "septimbre"):
-            print(f"{name}: {count_parameters(build_model(name)):,} parameters")
+            print(f"{name}: {count_parameters(build_model(name)):,} parameters with the paper's conv2, "
+                  f"{count_parameters(build_model(name, conv2_rank=8)):,} with a rank-8 conv2")
+    from .onnx_meta import read_metadata
     from .transcribe import default_model_path
 
     for name in ("basicamt", "septimbre"):
-        print(f"shipped model {name}: {default_model_path(name)}")
+        path = default_model_path(name)
+        rank = read_metadata(path.read_bytes()).get("conv2_rank", "0") if path.is_file() else "?"
+        print(f"shipped model {name}: {path} (conv2 rank {rank}; 0 = full)")
     return 0
 
 
@@ -49,7 +53,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(model=args.model, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch,
                       segment_seconds=args.segment, lr=args.lr, seed=args.seed, init_from=args.init_from or "",
-                      threads=args.threads, dynamic_mix=args.dynamic_mix, val_clips=args.val_clips)
+                      threads=args.threads, dynamic_mix=args.dynamic_mix, val_clips=args.val_clips,
+                      conv2_rank=args.conv2_rank)
     record = train(args.data, args.out, cfg, val_dir=args.val, resume=args.resume, progress=not args.quiet)
     print(f"done: {record}")
     return 0
@@ -294,7 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, default=1e-3)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=2)
-    s.add_argument("--init-from", default=None, help="septimbre: trained BasicAMT run or checkpoint")
+    s.add_argument("--init-from", default=None, help="septimbre: trained BasicAMT run or checkpoint (frozen note "
+                   "branch); basicamt: a run or checkpoint to fine-tune (a full conv2 is factorised to --conv2-rank)")
+    s.add_argument("--conv2-rank", type=int, default=0,
+                   help="basicamt: note branch conv2 as a rank-R product (0: the paper's full convolution)")
     s.add_argument("--dynamic-mix", type=float, default=0.0,
                    help="septimbre: share of examples mixed on the fly from solo clips (0-1)")
     s.add_argument("--resume", action="store_true")

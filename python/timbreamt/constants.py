@@ -25,6 +25,10 @@ NORM_FLOOR = 1e-12
 # inference equal to whole-file inference (the paper's global std does not).
 NORM_WINDOW_FRAMES = 259
 
+# Chunked inference starts windows at multiples of this many samples at SAMPLE_RATE (4 frames: the
+# timbre encoder's stride); the CQT's polyphase decimators are laid out so such chunks stay exact.
+WINDOW_GRID_SAMPLES = 4 * HOP
+
 AFFINE_K_RANGE = (0.005, 3.0)
 
 # harmonic stacking: shifts in bins for harmonics 1..7 and one sub-harmonic

@@ -17,6 +17,7 @@ import numpy as np
 from . import constants as C
 from .errors import ExportError
 
+CROP_INPUT = "crop"      # optional int64 (2,): frames dropped before the convolutions (models.crop_frames)
 OPSET = 17
 MAX_OPSET = 20           # onnxruntime-web 1.18 (noteDigger) supports opsets up to 20
 PARITY_TOLERANCE = 1e-4
@@ -26,7 +27,7 @@ def _wrapper(model):
     import torch
     from torch import nn
 
-    from .cqt import lowpass_kernel
+    from .cqt import HalfBandDecimator
 
     class Halve44100(nn.Module):
         """(1, 1, n) at 44100 Hz -> model outputs at 22050 Hz analysis rate."""
@@ -34,13 +35,11 @@ def _wrapper(model):
         def __init__(self, inner: nn.Module) -> None:
             super().__init__()
             self.inner = inner
-            lp = lowpass_kernel()
-            self.register_buffer("lowpass", torch.tensor(lp, dtype=torch.float32)[None, None], persistent=False)
-            self.pad = len(lp) // 2
+            self.halve = HalfBandDecimator()
 
-        def forward(self, audio: torch.Tensor):
-            x = nn.functional.conv1d(audio, self.lowpass, stride=2, padding=self.pad)[:, 0]
-            out = self.inner(x)
+        def forward(self, audio: torch.Tensor, crop: torch.Tensor | None = None):
+            x = self.halve(audio)[:, 0]
+            out = self.inner(x, crop=crop)
             names = ["onset", "frame", "embedding"]
             return tuple(out[k] for k in names if k in out)
 
@@ -69,6 +68,7 @@ def export_model(model, model_name: str, path: str | Path, metadata: dict[str, s
     wrapper = _wrapper(fused)
     names = output_names(model_name)
     dummy = torch.randn(1, 1, 44100 * 3) * 0.1
+    crop = torch.tensor([4, 8], dtype=torch.int64)       # non-zero, so tracing keeps it dynamic
     dynamic = {"audio": {2: "samples"}}
     for n in names:
         dynamic[n] = {(3 if n == "embedding" else 2): "frames"}
@@ -76,10 +76,11 @@ def export_model(model, model_name: str, path: str | Path, metadata: dict[str, s
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
         with torch.no_grad():
-            torch.onnx.export(wrapper, (dummy,), str(raw), input_names=["audio"], output_names=names,
+            torch.onnx.export(wrapper, (dummy, crop), str(raw), input_names=["audio", CROP_INPUT], output_names=names,
                               dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True)
         graph = onnx.load(str(raw))
         graph = simplify(graph)
+        add_crop_default(graph)
         graph.producer_name = "timbreamt"
         meta = {"model": model_name, "onset_threshold": str(C.ONSET_THRESHOLD),
                 "frame_threshold": str(C.FRAME_THRESHOLD), "min_note_frames": str(C.MIN_NOTE_FRAMES), "melodia": "1"}
@@ -95,6 +96,17 @@ def export_model(model, model_name: str, path: str | Path, metadata: dict[str, s
         onnx.save(graph, str(tmp_out))
         os.replace(tmp_out, path)
     return path
+
+
+def add_crop_default(graph) -> None:
+    """Give the ``crop`` input a default [0, 0] (an initializer of the same name): the contract's
+    only required input stays ``audio``, onnxruntime (Python) may override it, and callers that
+    cannot (onnxruntime-web lists only required inputs and rejects others) get the whole window."""
+    from onnx import numpy_helper
+
+    if not any(i.name == CROP_INPUT for i in graph.graph.input):
+        raise ExportError(f"the traced graph has no {CROP_INPUT!r} input")
+    graph.graph.initializer.append(numpy_helper.from_array(np.zeros(2, np.int64), CROP_INPUT))
 
 
 def simplify(graph):
@@ -162,7 +174,10 @@ def check_web_compatible(graph) -> None:
     for t in graph.graph.initializer:
         if t.data_type not in allowed:
             raise ExportError(f"initializer {t.name} has type {onnx.TensorProto.DataType.Name(t.data_type)}")
+    defaults = {t.name for t in graph.graph.initializer}
     for v in list(graph.graph.input) + list(graph.graph.output):
+        if v.name == CROP_INPUT and v.name in defaults and v.type.tensor_type.elem_type == onnx.TensorProto.INT64:
+            continue      # the optional crop (with its default), not part of the audio contract
         if v.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
             raise ExportError(f"graph input/output {v.name} is not float32")
     for node in graph.graph.node:
@@ -182,6 +197,7 @@ def check_ort_optimised_keeps_eps(path: Path) -> None:
         opt_path = Path(tmp) / "ort_opt.onnx"
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.log_severity_level = 3
         so.optimized_model_filepath = str(opt_path)
         ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         check_eps_guard(onnx.load(str(opt_path)))
@@ -218,6 +234,7 @@ def verify(path: str | Path, model_name: str, torch_model=None) -> dict[str, flo
     for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
         so = ort.SessionOptions()
         so.graph_optimization_level = level
+        so.log_severity_level = 3      # not the expected "initializer crop appears in graph inputs"
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         cases = {f"{k}_1s": v for k, v in test_signals(1.0).items()}
         cases["one_frame"] = np.zeros(100, np.float32)
@@ -238,7 +255,27 @@ def verify(path: str | Path, model_name: str, torch_model=None) -> dict[str, flo
                     figures["max_abs_diff"] = max(figures["max_abs_diff"], diff)
                     if diff >= PARITY_TOLERANCE:
                         raise ExportError(f"torch and onnxruntime differ by {diff:.2e} on {n} ({case})")
+        figures["crop_max_abs_diff"] = check_crop(sess, names, cases["chord_30s"])
     return figures
+
+
+def check_crop(sess, names: list[str], audio: np.ndarray) -> float:
+    """Feeding ``crop`` must drop exactly those frames and change no kept frame farther than the
+    runtime's CROP_MARGIN_FRAMES from a cut; returns the largest difference there."""
+    from .chunks import CROP_MARGIN_FRAMES
+
+    full = sess.run(None, {"audio": audio[None, None]})
+    c0, c1 = 128, 64
+    cut = sess.run(None, {"audio": audio[None, None], CROP_INPUT: np.array([c0, c1], np.int64)})
+    worst = 0.0
+    for n, f, c in zip(names, full, cut):
+        if c.shape[-1] != f.shape[-1] - c0 - c1:
+            raise ExportError(f"crop [{c0}, {c1}] gives {c.shape[-1]} frames of {n}, expected {f.shape[-1] - c0 - c1}")
+        m = CROP_MARGIN_FRAMES
+        worst = max(worst, float(np.abs(c[..., m:-m] - f[..., c0 + m: f.shape[-1] - c1 - m]).max()))
+    if worst >= PARITY_TOLERANCE:
+        raise ExportError(f"cropped frames differ from the whole window's by {worst:.2e}")
+    return worst
 
 
 def export_run(run: str | Path, out_dir: str | Path, name: str | None = None,
@@ -248,7 +285,8 @@ def export_run(run: str | Path, out_dir: str | Path, name: str | None = None,
     defaults. ``notes_from``: a BasicAMT run whose front
     end and note branch replace a Septimbre's (its timbre encoder is independent of them)."""
     from .errors import DataError
-    from .train import load_checkpoint, model_from_checkpoint
+    from .models import build_model
+    from .train import checkpoint_rank, load_checkpoint, load_note_weights, model_from_checkpoint
 
     ckpt = load_checkpoint(run)
     model_name = ckpt["config"]["model"]
@@ -260,10 +298,14 @@ def export_run(run: str | Path, out_dir: str | Path, name: str | None = None,
         notes_ckpt = load_checkpoint(notes_from)
         if notes_ckpt["config"]["model"] != "basicamt":
             raise DataError(f"{notes_from} is not a basicamt run")
-        state = model.state_dict()
-        state.update({k: v for k, v in notes_ckpt["model"].items() if k.startswith(("front.", "notes."))})
-        model.load_state_dict(state)
+        # the encoder from the run, the front end and note branch (of any conv2 rank) from notes_from
+        encoder = {k: v for k, v in model.state_dict().items() if k.startswith("timbre.")}
+        model = build_model("septimbre", conv2_rank=checkpoint_rank(notes_ckpt))
+        model.load_state_dict(encoder, strict=False)
+        load_note_weights(model, notes_ckpt, notes_from)
+        model.eval()
         meta["notes_epoch"] = str(notes_ckpt.get("epoch", -1) + 1)
+    meta["conv2_rank"] = str(model.notes.conv2_rank)
     if decoding:
         meta.update(onset_threshold=f"{decoding['onset_threshold']:.3f}",
                     frame_threshold=f"{decoding['frame_threshold']:.3f}", melodia="1" if decoding["melodia"] else "0")

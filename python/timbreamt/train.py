@@ -35,7 +35,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     noise_prob: float = 0.5
-    init_from: str = ""            # septimbre: BasicAMT checkpoint for the note branch (frozen)
+    init_from: str = ""            # septimbre: BasicAMT checkpoint for the note branch (frozen);
+                                   # basicamt: a checkpoint to start from (fine-tuning)
+    conv2_rank: int = 0            # note branch conv2: 0 full (the paper's), else low rank (models.LowRankConv)
     val_clips: int = 24
     threads: int = 2
     # septimbre: share of examples mixed on the fly from 2-4 solo clips of different programs (new
@@ -155,9 +157,38 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def checkpoint_rank(ckpt: dict) -> int:
+    """conv2 rank of a checkpoint's note branch (0 = full; checkpoints before the option are full)."""
+    return int(ckpt["config"].get("conv2_rank", 0))
+
+
+def load_note_weights(model: torch.nn.Module, ckpt: dict, source: str | Path) -> float:
+    """Load a BasicAMT checkpoint's front end and note branch into ``model`` (a BasicAMT or Septimbre).
+    A full-rank conv2 loads into a low-rank one by truncated SVD; returns the share of conv2's energy
+    kept (1.0 when the ranks match)."""
+    state = {k: v for k, v in ckpt["model"].items() if k.startswith(("front.", "notes."))}
+    if not state or not any(k.startswith("notes.") for k in state):
+        raise DataError(f"{source} has no note branch (not a BasicAMT checkpoint)")
+    src_rank, dst_rank = checkpoint_rank(ckpt), model.notes.conv2_rank
+    kept = 1.0
+    if src_rank != dst_rank:
+        if src_rank:
+            raise DataError(f"{source}: conv2 rank {src_rank} cannot become rank {dst_rank} "
+                            f"(only a full-rank conv2 can be factorised)")
+        full = build_model("basicamt")
+        full.load_state_dict(ckpt["model"])
+        kept = model.notes.conv2[0].init_from_full(full.notes.conv2[0])
+        state = {k: v for k, v in state.items() if not k.startswith("notes.conv2.0.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    wrong = [k for k in missing if k.startswith(("front.", "notes.")) and not k.startswith("notes.conv2.0.")]
+    if unexpected or wrong:
+        raise DataError(f"{source} does not fit this note branch: {(unexpected or wrong)[0]}")
+    return kept
+
+
 def model_from_checkpoint(path: str | Path) -> torch.nn.Module:
     ckpt = load_checkpoint(path)
-    model = build_model(ckpt["config"]["model"])
+    model = build_model(ckpt["config"]["model"], conv2_rank=checkpoint_rank(ckpt))
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
@@ -262,16 +293,26 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
                           dynamic_mix=config.dynamic_mix if config.model == "septimbre" else 0.0)
     val_clips = [load_clip(p) for p in list_clips(val_dir)[:config.val_clips]] if val_dir else []
 
-    model = build_model(config.model).to(device)
     if config.model == "septimbre":
         if not config.init_from:
             raise DataError("septimbre training needs --init-from a trained BasicAMT checkpoint")
         note_ckpt = load_checkpoint(config.init_from)
-        missing = model.load_state_dict(note_ckpt["model"], strict=False)
-        if any(not k.startswith("timbre.") for k in missing.missing_keys):
+        if note_ckpt["config"]["model"] != "basicamt":
             raise DataError(f"{config.init_from} is not a BasicAMT checkpoint")
+        config.conv2_rank = checkpoint_rank(note_ckpt)     # the frozen note branch decides
+        model = build_model(config.model, conv2_rank=config.conv2_rank)
+        load_note_weights(model, note_ckpt, config.init_from)
         for name, p in model.named_parameters():
             p.requires_grad = name.startswith("timbre.")
+    else:
+        model = build_model(config.model, conv2_rank=config.conv2_rank)
+        if config.init_from and not resume:
+            src = load_checkpoint(config.init_from)
+            if src["config"]["model"] != "basicamt":
+                raise DataError(f"{config.init_from} is not a BasicAMT checkpoint")
+            kept = load_note_weights(model, src, config.init_from)
+            print(f"initialised from {config.init_from} (conv2 energy kept {kept:.3f})", flush=True)
+    model = model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     # the encoder's score is its training loss over 50 random batches: noisy, so be slower to cut
@@ -347,7 +388,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
             state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                      "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best,
                      "rng": rng.bit_generator.state, "config": asdict(config), "record": record,
-                     "parameters": count_parameters(build_model(config.model))}
+                     "parameters": count_parameters(model)}
             _atomic_save(state, last)
             if improved:
                 _atomic_save(state, run / "best.pt")
