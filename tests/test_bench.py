@@ -19,6 +19,21 @@ def test_make_input_and_one_run_each(tmp_path, shipped_models):
     assert "| 1.00 |" in md.splitlines()[-1]     # basic-pitch against itself
 
 
+def test_bench_repeats_report_the_median(tmp_path, shipped_models):
+    from timbreamt.bench import bench
+
+    order = []
+    rows = bench([3.0], ["timbreamt-basicamt", "basic-pitch"], threads=1, models=shipped_models,
+                 reference=REFERENCE_MODELS, source=REFERENCE, repeats=3, log=order.append)
+    assert [r["system"] for r in rows] == ["timbreamt-basicamt", "basic-pitch"]
+    # the systems' order rotates between repeats
+    assert [line.split()[0] for line in order] == ["timbreamt-basicamt", "basic-pitch", "basic-pitch",
+                                                   "timbreamt-basicamt", "timbreamt-basicamt", "basic-pitch"]
+    for r in rows:
+        assert r["runs"] == 3 and r["rtf_min"] <= r["rtf"] <= r["rtf_max"]
+    assert "(3 runs)" in table(rows)
+
+
 def test_info_prints_parameter_counts():
     import subprocess
     import sys
@@ -26,3 +41,4 @@ def test_info_prints_parameter_counts():
     out = subprocess.run([sys.executable, "-m", "timbreamt.cli", "info"], capture_output=True, text=True)
     assert out.returncode == 0
     assert "basicamt: 19,017 parameters" in out.stdout and "septimbre: 44,999 parameters" in out.stdout
+    assert "12,809 with a rank-8 conv2" in out.stdout and "(conv2 rank 8" in out.stdout

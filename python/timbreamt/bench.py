@@ -74,9 +74,14 @@ def run_one(system: str, audio: Path, threads: int, models: Path, reference: Pat
 
 
 def bench(durations: list[float], systems: list[str], threads: int = 2, models: Path | None = None,
-          reference: Path | None = None, source: Path | None = None, log=print) -> list[dict]:
+          reference: Path | None = None, source: Path | None = None, repeats: int = 1, log=print) -> list[dict]:
+    """Each system on each duration, ``repeats`` times (the order of systems rotates between
+    repeats, so slow spells of a shared machine fall on all of them); a row per (duration, system)
+    with the median time (``rtf``), the fastest and slowest run, and the largest peak RSS."""
     from .transcribe import models_dir
 
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     root = Path(__file__).resolve().parents[2]
     models = models or models_dir()
     reference = reference or root.parent / "shared" / "data" / "reference-models"
@@ -85,23 +90,35 @@ def bench(durations: list[float], systems: list[str], threads: int = 2, models: 
     with tempfile.TemporaryDirectory() as tmp:
         for seconds in durations:
             audio = make_input(seconds, Path(tmp) / f"bench_{int(seconds)}s.wav", source)
+            runs: dict[str, list[dict]] = {s: [] for s in systems}
+            for rep in range(repeats):
+                shift = rep % len(systems)
+                for system in systems[shift:] + systems[:shift]:
+                    rec = run_one(system, audio, threads, models, reference)
+                    runs[system].append(rec)
+                    log(f"{system:22s} {seconds:7.0f} s  RTF {rec['seconds'] / seconds:.4f}  peak RSS "
+                        f"{rec['peak_rss_mib']:7.1f} MiB  {rec['notes']} notes")
             for system in systems:
-                rec = run_one(system, audio, threads, models, reference)
-                rec.update(system=system, audio_seconds=seconds, rtf=rec["seconds"] / seconds)
-                rows.append(rec)
-                log(f"{system:22s} {seconds:7.0f} s  RTF {rec['rtf']:.4f}  peak RSS {rec['peak_rss_mib']:7.1f} MiB  "
-                    f"{rec['notes']} notes")
+                times = sorted(r["seconds"] for r in runs[system])
+                rows.append({"system": system, "audio_seconds": seconds, "runs": len(times),
+                             "seconds": float(np.median(times)), "rtf": float(np.median(times)) / seconds,
+                             "rtf_min": times[0] / seconds, "rtf_max": times[-1] / seconds,
+                             "peak_rss_mib": max(r["peak_rss_mib"] for r in runs[system]),
+                             "notes": runs[system][0]["notes"]})
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown table with RTF and memory ratios against basic-pitch at the same duration."""
-    lines = ["| audio | system | RTF | RTF / basic-pitch | peak RSS MiB | RSS / basic-pitch |", "|---|---|---|---|---|---|"]
+    """Markdown table with RTF (median of the runs, and their range) and memory ratios against
+    basic-pitch at the same duration."""
+    lines = ["| audio | system | RTF (median) | RTF / basic-pitch | RTF range | peak RSS MiB | RSS / basic-pitch |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         peer = next((p for p in rows if p["system"] == "basic-pitch" and p["audio_seconds"] == r["audio_seconds"]), None)
         ratio = f"{r['rtf'] / peer['rtf']:.2f}" if peer else "-"
         mem = f"{r['peak_rss_mib'] / peer['peak_rss_mib']:.2f}" if peer else "-"
-        lines.append(f"| {r['audio_seconds'] / 60:.1f} min | {r['system']} | {r['rtf']:.4f} | {ratio} | "
+        spread = f"{r.get('rtf_min', r['rtf']):.4f}-{r.get('rtf_max', r['rtf']):.4f} ({r.get('runs', 1)} runs)"
+        lines.append(f"| {r['audio_seconds'] / 60:.1f} min | {r['system']} | {r['rtf']:.4f} | {ratio} | {spread} | "
                      f"{r['peak_rss_mib']:.0f} | {mem} |")
     return "\n".join(lines)
 

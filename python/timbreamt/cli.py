@@ -67,7 +67,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.val:
         from .train import calibrate_run
 
-        decoding = calibrate_run(args.run, args.val, max_clips=args.val_clips, notes_from=args.notes_from)
+        decoding = calibrate_run(args.run, [v for v in args.val.split(",") if v], max_clips=args.val_clips,
+                                 notes_from=args.notes_from)
         print(f"calibrated on {args.val}: onset {decoding['onset_threshold']}, frame {decoding['frame_threshold']}, "
               f"melodia {'on' if decoding['melodia'] else 'off'} (validation note F1 {decoding['note_f1']:.3f})")
     for path in export_run(args.run, args.out, name=args.name, decoding=decoding, notes_from=args.notes_from):
@@ -174,7 +175,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"timbreamt: error: unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}", file=sys.stderr)
         return 2
     durations = [float(d) for d in (args.durations or "30,300,1800").split(",")]
-    rows = bench(durations, systems, threads=args.threads)
+    if args.repeat < 1:
+        print("timbreamt: error: --repeat must be >= 1", file=sys.stderr)
+        return 2
+    rows = bench(durations, systems, threads=args.threads, repeats=args.repeat)
     print()
     print(f"{args.threads} threads, each pipeline in its own process, file in -> notes out")
     print(table(rows))
@@ -259,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated seconds of audio (default 30,300,1800; with --web: 300)")
     s.add_argument("--systems", default="", help="comma-separated subset of the systems")
     s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--repeat", type=int, default=1, help="runs per system and duration (median reported; the "
+                   "order of systems rotates between runs)")
     s.add_argument("--web", action="store_true", help="time the page in Chromium instead (default 300 s of audio)")
     s.set_defaults(func=_cmd_bench)
 
@@ -313,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", help="run folder or checkpoint")
     s.add_argument("--out", default="export/models")
     s.add_argument("--name", default=None, help="file stem (default: the model name)")
-    s.add_argument("--val", default=None, help="validation clips: calibrate the decoding (thresholds, melodia) on them")
+    s.add_argument("--val", default=None, help="validation clips folder(s), comma-separated: calibrate the "
+                   "decoding (thresholds, melodia) on them")
     s.add_argument("--val-clips", type=int, default=36, help="how many validation clips to calibrate on")
     s.add_argument("--notes-from", default=None, help="septimbre: take the note branch from this basicamt run")
     s.set_defaults(func=_cmd_export)

@@ -402,15 +402,18 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
 
 
 @torch.no_grad()
-def calibrate_run(run: str | Path, val_dir: str | Path, max_clips: int = 36,
+def calibrate_run(run: str | Path, val_dir: str | Path | list[str | Path], max_clips: int = 36,
                   notes_from: str | Path | None = None) -> dict:
     """Grid-search the decoding (thresholds, melodia) of a run's best checkpoint (or of ``notes_from``,
-    whose note branch a Septimbre export takes) on validation clips; see calibrate_thresholds."""
+    whose note branch a Septimbre export takes) on validation clips (one folder or several, up to
+    ``max_clips`` from each); see calibrate_thresholds."""
     from .evaluate import calibrate_thresholds
 
     model = model_from_checkpoint(notes_from or run)
+    folders = val_dir if isinstance(val_dir, list) else [val_dir]
+    paths = [p for folder in folders for p in list_clips(folder)[:max_clips]]
     maps, refs = [], []
-    for p in list_clips(val_dir)[:max_clips]:
+    for p in paths:
         clip = load_clip(p)
         out = model(torch.from_numpy(clip["audio"].astype(np.float32))[None])
         maps.append((out["onset"][0].numpy(), out["frame"][0].numpy()))

@@ -46,7 +46,7 @@ class Model:
 
         path = default_model_path(str(model)) if str(model) in MODEL_NAMES else Path(model)
         if not path.is_file():
-            hint = " (run `make models` or pass --model PATH)" if str(model) in MODEL_NAMES else ""
+            hint = " (restore the shipped graphs: `git checkout -- export/models`, or pass --model PATH)" if str(model) in MODEL_NAMES else ""
             raise ModelError(f"model file not found: {path}{hint}")
         so = ort.SessionOptions()
         so.intra_op_num_threads = int(threads)
