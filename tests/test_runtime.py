@@ -12,7 +12,8 @@ import pytest
 import soundfile as sf
 
 from conftest import REFERENCE_MODELS, tone
-from timbreamt.chunks import CROP_MARGIN_FRAMES, HOP_INPUT, PEAK_MARGIN, n_frames, plan_windows, window_crop
+from timbreamt.chunks import (CROP_MARGIN_FRAMES, HOP_INPUT, NOTE_CROP_MARGIN_FRAMES, PEAK_MARGIN, n_frames, plan_windows,
+                              window_crop)
 from timbreamt.errors import AudioError, ModelError, OutputError
 from timbreamt.transcribe import Model, Transcriber, _windows_from_stream
 from timbreamt.transcription import Transcription
@@ -65,11 +66,14 @@ def test_streamed_windows_equal_planned_windows():
         assert np.array_equal(chunk, audio[w.in_start:w.in_end])
 
 
-@pytest.mark.parametrize("cropped", [False, True])
-def test_chunked_maps_equal_whole_file_maps(shipped_models, cropped):
+@pytest.mark.parametrize("name,margin", [("septimbre", None), ("septimbre", CROP_MARGIN_FRAMES),
+                                         ("basicamt", NOTE_CROP_MARGIN_FRAMES)])
+def test_chunked_maps_equal_whole_file_maps(shipped_models, name, margin):
     """Whole windows, and windows whose convolutions only run near the core (the graph's crop
-    input, what the runtime uses), both give the whole file's maps, peak-picking margin included."""
-    model = Model(shipped_models / "septimbre.onnx")
+    input, what the runtime uses: the encoder needs the wider margin), both give the whole file's
+    maps, peak-picking margin included."""
+    cropped = margin is not None
+    model = Model(shipped_models / f"{name}.onnx")
     assert model.can_crop
     audio = np.tile(melody(), 6)[: SR * 30]
     rng = np.random.default_rng(0)
@@ -79,7 +83,7 @@ def test_chunked_maps_equal_whole_file_maps(shipped_models, cropped):
     margins = {k: [] for k in whole}
     crops = []
     for w, chunk, _, _ in _windows_from_stream([audio], 600, 264):
-        crop = window_crop(w, n_frames(len(chunk))) if cropped else (0, 0)
+        crop = window_crop(w, n_frames(len(chunk)), margin) if cropped else (0, 0)
         crops.append(crop)
         out = model.run(chunk, crop)
         first = w.frame_start + crop[0]

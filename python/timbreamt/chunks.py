@@ -32,9 +32,11 @@ CONTEXT_FRAMES = 264                # ~3.1 s: covers the receptive field of our 
                                     # 4 so windows start on the timbre encoder's 4-frame grid
 N_PITCHES = 84
 PEAK_MARGIN = 3                     # frames of context needed by inferred onsets + peak picking
-CROP_MARGIN_FRAMES = 32             # frames kept beyond the core by graphs that take a ``crop``: the
-                                    # note branch's convolutions reach 9 frames (+ PEAK_MARGIN), the
-                                    # timbre encoder's 30; a multiple of FRAME_GRID
+CROP_MARGIN_FRAMES = 32             # frames kept beyond the core by graphs that take a ``crop``, when
+                                    # the timbre embedding is used: the encoder's convolutions reach 30
+                                    # frames; a multiple of FRAME_GRID
+NOTE_CROP_MARGIN_FRAMES = 12        # the same when only the note maps are used: the note branch reaches
+                                    # 9 frames, + PEAK_MARGIN
 FRAME_GRID = 4                      # window starts on multiples of this (the timbre encoder's stride)
 
 

@@ -51,12 +51,13 @@ class HalfBandDecimator(nn.Module):
         self.register_buffer("weight", weight, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p, n = self.phases, x.shape[-1]
-        outputs = (n + 1) // 2
-        blocks = (outputs + p - 1) // p
-        needed = 2 * p * (blocks - 1) + self.weight.shape[-1]        # input samples the last block reads
-        x = nn.functional.pad(x, (self.pad, needed - n - self.pad))
-        y = nn.functional.conv1d(x, self.weight, stride=2 * p)          # (batch, PHASES, blocks)
+        outputs = (x.shape[-1] + 1) // 2
+        # Constant padding, enough for the last block whatever n is (a block or two too many are
+        # computed and cut): a Pad with constant amounts is merged into the Conv by onnxruntime,
+        # one that depends on n is a separate copy of the signal.
+        right = self.weight.shape[-1] + 1 - self.pad
+        x = nn.functional.pad(x, (self.pad, right))
+        y = nn.functional.conv1d(x, self.weight, stride=2 * self.phases)   # (batch, phases, blocks)
         return y.transpose(1, 2).reshape(x.shape[0], 1, -1)[..., :outputs]
 
 

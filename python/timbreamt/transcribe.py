@@ -18,8 +18,8 @@ import numpy as np
 
 from . import constants as C
 from .audio import AudioStream, prepare_array
-from .chunks import (CONTEXT_FRAMES, CORE_FRAMES, HOP_INPUT, INPUT_RATE, DecodeOptions, MapAccumulator, Window,
-                     check_window_sizes, n_frames, window_crop)
+from .chunks import (CONTEXT_FRAMES, CORE_FRAMES, CROP_MARGIN_FRAMES, HOP_INPUT, INPUT_RATE, NOTE_CROP_MARGIN_FRAMES,
+                     DecodeOptions, MapAccumulator, Window, check_window_sizes, n_frames, window_crop)
 from .errors import AudioError, ModelError
 from .transcription import Transcription
 
@@ -208,9 +208,10 @@ class Transcriber:
         acc = MapAccumulator(opts, with_embedding=self.model.has_embedding and instruments is not None,
                              expected_frames=n_frames(int(expected * INPUT_RATE)))
         total = 0
+        margin = CROP_MARGIN_FRAMES if acc.with_embedding else NOTE_CROP_MARGIN_FRAMES
         for window, chunk, total, _ in _windows_from_stream(blocks, core_frames, context_frames):
             # the convolutions only run where the core needs them (~25% of the work saved)
-            crop = window_crop(window, n_frames(len(chunk))) if self.model.can_crop else (0, 0)
+            crop = window_crop(window, n_frames(len(chunk)), margin) if self.model.can_crop else (0, 0)
             maps = self.model.run(chunk, crop)
             acc.add(window, maps["onset"], maps["frame"], maps.get("embedding"), map_start=window.frame_start + crop[0])
             del maps
