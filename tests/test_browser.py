@@ -33,7 +33,7 @@ def page_transcribe(page, wav_url, model, instruments):
         const audio = await decodeAudio(await (await fetch(url)).arrayBuffer());
         const r = await window.timbreamtPage.transcriber.transcribeDetailed(audio.samples, audio.sampleRate,
             { model, instruments, returnMaps: true });
-        return { transcription: r.transcription, maps: r.maps, timings: r.timings };
+        return { transcription: r.transcription, maps: r.maps, timings: r.timings, windowed: r.windowed };
     }""", [wav_url, model, instruments])
 
 
@@ -61,6 +61,9 @@ def test_page_matches_cli(page, base_url, web_bundle, name, model, instruments):
     shutil.copy(REFERENCE / f"{name}.wav", web_bundle / "examples" / f"parity_{name}.wav")
     errors = open_page(page, base_url)
     got = page_transcribe(page, f"examples/parity_{name}.wav", model, instruments)
+    # the page loads the windowed variant (crop required) and crops each window like the CLI
+    assert got["windowed"] is True
+    assert (web_bundle / "models" / f"{model}.windowed.onnx").is_file()
     path = web_bundle / "models" / f"{model}.onnx"
     mono, sr = python_mono(REFERENCE / f"{name}.wav")
     assert sr == 44100

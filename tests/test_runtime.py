@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import struct
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -344,3 +345,63 @@ def test_failed_write_leaves_nothing(tmp_path, reference_dir, sept):
         write_outputs(result, output_paths("three_mix.wav", target, ["midi", "json"]), overwrite=True)
     leftovers = [p.name for p in target.iterdir() if p.name.endswith(".part")]
     assert leftovers == []
+
+
+def test_windowed_variant_requires_crop(shipped_models, tmp_path):
+    """The bundle's windowed graph: the same graph with `crop` required (what onnxruntime-web can
+    feed); the byte surgery keeps everything else, metadata included."""
+    import onnxruntime as ort
+
+    from timbreamt.onnx_meta import read_metadata, without_initializer
+    from timbreamt.web import write_windowed_variant
+
+    src = tmp_path / "septimbre.onnx"
+    shutil.copy(shipped_models / "septimbre.onnx", src)
+    out = write_windowed_variant(src)
+    assert out == tmp_path / "septimbre.windowed.onnx"
+    assert read_metadata(out.read_bytes()) == read_metadata(src.read_bytes())
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    plain = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+    windowed = ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
+    assert [i.name for i in windowed.get_inputs()] == ["audio", "crop"]
+    audio = np.tile(melody(), 2)[None, None]
+    crop = np.array([8, 12], np.int64)
+    for a, b in zip(plain.run(None, {"audio": audio, "crop": crop}), windowed.run(None, {"audio": audio, "crop": crop})):
+        assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="no initializer 'crop'"):
+        without_initializer(out.read_bytes(), "crop")
+    ref = tmp_path / "ref.onnx"
+    shutil.copy(REFERENCE_MODELS / "basicamt_44100.onnx", ref)
+    assert write_windowed_variant(ref) is None
+
+
+def test_browser_job_with_cropped_windows_decodes_the_same():
+    """The worker's Python half: cropped windows (maps starting crop_start frames later) give the
+    very transcription of whole windows."""
+    from timbreamt.browser import BrowserJob
+
+    rng = np.random.default_rng(7)
+    n_samples = 44100 * 12
+    total = n_frames(n_samples)
+    onset = (rng.random((84, total)) ** 8 * 0.4).astype(np.float32)
+    frame = (rng.random((84, total)) ** 6 * 0.25).astype(np.float32)
+    emb = rng.standard_normal((12, 84, total)).astype(np.float32)
+    for i in range(40):
+        p, s = int(rng.integers(10, 70)), int(rng.integers(0, total - 60))
+        frame[p, s:s + 30] = 0.9
+        onset[p, s] = 0.95
+        emb[:, p, s:s + 30] += np.eye(12, dtype=np.float32)[i % 2][:, None] * 3
+    emb /= np.linalg.norm(emb, axis=0, keepdims=True)
+    results = []
+    for can_crop in (False, True):
+        job = BrowserJob(n_samples, "synthetic", True, 2, 44100, 0.5, 0.3, 6, core_frames=200, context_frames=80,
+                         can_crop=can_crop)
+        rows = job.window_list()
+        assert any(r[4] > 0 for r in rows) == can_crop
+        for i, (in_start, in_end, _, _, c0, c1) in enumerate(rows):
+            a = in_start // 512 + c0
+            b = in_start // 512 + n_frames(in_end - in_start) - c1
+            job.add(i, b - a, onset[:, a:b].tobytes(), frame[:, a:b].tobytes(), emb[:, :, a:b].tobytes())
+        results.append(job.finish())
+    assert results[0] == results[1] and '"notes": [{' in results[0]

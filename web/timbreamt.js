@@ -144,7 +144,7 @@ export async function createTranscriber({ baseUrl, onProgress, threads, workerUr
     info,
     /* -> the CLI's JSON object */
     async transcribe(samples, sampleRate, opts) { return (await run(samples, sampleRate, opts)).transcription; },
-    /* -> {transcription, warnings, midi (ArrayBuffer), timings, maps?} */
+    /* -> {transcription, warnings, midi (ArrayBuffer), timings, windowed, maps?} */
     async transcribeDetailed(samples, sampleRate, opts) { return run(samples, sampleRate, opts); },
     dispose() {
       worker.terminate();

@@ -9,7 +9,8 @@
  *                model: 'basicamt'|'septimbre'|URL, instruments: 'auto'|N, options?, returnMaps?}
  * Messages out: {type:'ready', threads, crossOriginIsolated}
  *               {type:'progress', id, stage, done, total}
- *               {type:'result', id, transcription, warnings, midi: ArrayBuffer, maps?, timings}
+ *               {type:'result', id, transcription, warnings, midi: ArrayBuffer, maps?, timings,
+ *                windowed (true: the convolutions ran on each window's core only)}
  *               {type:'error', id, message}
  */
 'use strict';
@@ -39,10 +40,26 @@ async function init(base, threads) {
   return { threads: ort.env.wasm.numThreads, crossOriginIsolated: !!self.crossOriginIsolated };
 }
 
+/* A named model ('basicamt') loads models/<name>.windowed.onnx when the bundle has it: the same graph
+ * with its `crop` input required (onnxruntime-web cannot feed an optional one), so each window's
+ * convolutions skip the context; else models/<name>.onnx. A URL loads as given. */
+const modelUrls = new Map();   // model name or URL -> the URL loaded for it
+
 async function getSession(model) {
-  const url = /\.onnx$/.test(model) ? new URL(model, baseUrl).href : baseUrl + 'models/' + model + '.onnx';
+  let url = modelUrls.get(model);
+  let resp = null;
+  if (!url) {
+    if (/\.onnx$/.test(model)) {
+      url = new URL(model, baseUrl).href;
+    } else {
+      url = baseUrl + 'models/' + model + '.windowed.onnx';
+      resp = await fetch(url);
+      if (!resp.ok) { url = baseUrl + 'models/' + model + '.onnx'; resp = null; }
+    }
+    modelUrls.set(model, url);
+  }
   if (!sessions.has(url)) {
-    const resp = await fetch(url);
+    resp = resp || await fetch(url);
     if (!resp.ok) throw new Error(`model not found: ${url} (HTTP ${resp.status})`);
     const bytes = new Uint8Array(await resp.arrayBuffer());
     let session;
@@ -58,7 +75,8 @@ async function getSession(model) {
       throw new Error(`${url} does not follow the timbreamt ONNX contract`);
     }
     const meta = await readMetadata(bytes);
-    sessions.set(url, { session, meta, name: meta.model || url.split('/').pop().replace(/\.onnx$/, '') });
+    sessions.set(url, { session, meta, canCrop: session.inputNames.includes('crop'),
+                        name: meta.model || url.split('/').pop().replace(/(\.windowed)?\.onnx$/, '') });
   }
   return sessions.get(url);
 }
@@ -81,7 +99,7 @@ async function runJob(msg, onProgress) {
   for (let i = 0; i < samples.length; i += 1) {
     if (!Number.isFinite(samples[i])) throw new Error(`audio contains NaN or infinite samples at ${(i / INPUT_RATE).toFixed(2)} s`);
   }
-  const { session, meta, name } = await getSession(msg.model || 'septimbre');
+  const { session, meta, name, canCrop } = await getSession(msg.model || 'septimbre');
   const hasEmbedding = session.outputNames.includes('embedding');
   const fallback = hasEmbedding ? [0.35, 0.31] : [0.38, 0.22];   // reference graphs carry no metadata
   const opts = msg.options || {};
@@ -92,7 +110,7 @@ async function runJob(msg, onProgress) {
   const Job = pyodide.runPython('timbreamt.browser.BrowserJob');
   const instruments = msg.instruments === undefined ? 'auto' : msg.instruments;
   const job = Job.callKwargs(samples.length, name, hasEmbedding, instruments, msg.sampleRate || INPUT_RATE, {
-    onset_threshold: onsetT, frame_threshold: frameT, min_note_frames: minFrames, melodia,
+    onset_threshold: onsetT, frame_threshold: frameT, min_note_frames: minFrames, melodia, can_crop: canCrop,
     ...(opts.coreFrames ? { core_frames: opts.coreFrames } : {}),
   });
   Job.destroy();
@@ -101,19 +119,22 @@ async function runJob(msg, onProgress) {
   const timings = { inference: 0, postprocess: 0 };
   try {
     for (let i = 0; i < windows.length; i += 1) {
-      const [inStart, inEnd, coreStart, coreEnd] = windows[i];
+      const [inStart, inEnd, coreStart, coreEnd, cropStart, cropEnd] = windows[i];
       progress('inference', i, windows.length);
       const tIn = performance.now();
       const input = new ort.Tensor('float32', samples.subarray(inStart, inEnd), [1, 1, inEnd - inStart]);
-      const out = await session.run({ audio: input });
+      const feeds = { audio: input };
+      if (canCrop) feeds.crop = new ort.Tensor('int64', BigInt64Array.from([BigInt(cropStart), BigInt(cropEnd)]), [2]);
+      const out = await session.run(feeds);
       timings.inference += performance.now() - tIn;
       const frames = out.onset.dims[2];
       const tPost = performance.now();
       job.add(i, frames, out.onset.data, out.frame.data, hasEmbedding ? out.embedding.data : null);
       timings.postprocess += performance.now() - tPost;
       if (maps) {
-        const lo = coreStart - Math.floor(inStart / 512);
-        const hi = coreEnd - Math.floor(inStart / 512);
+        const first = Math.floor(inStart / 512) + cropStart;   // the maps' first frame
+        const lo = coreStart - first;
+        const hi = coreEnd - first;
         maps.onset.push(sliceMap(out.onset.data, frames, lo, hi, 84));
         maps.frame.push(sliceMap(out.frame.data, frames, lo, hi, 84));
         if (hasEmbedding) maps.embedding.push(sliceMap(out.embedding.data, frames, lo, hi, 12 * 84));
@@ -130,7 +151,7 @@ async function runJob(msg, onProgress) {
     timings.total = performance.now() - t0;
     const warnings = result.warnings || [];
     delete result.warnings;
-    const reply = { type: 'result', id: msg.id, transcription: result, warnings, midi, timings };
+    const reply = { type: 'result', id: msg.id, transcription: result, warnings, midi, timings, windowed: canCrop };
     if (maps) {
       reply.maps = { onset: concatMaps(maps.onset, 84), frame: concatMaps(maps.frame, 84) };
       if (hasEmbedding) reply.maps.embedding = concatMaps(maps.embedding, 12 * 84);

@@ -10,7 +10,8 @@ import json
 
 import numpy as np
 
-from .chunks import CONTEXT_FRAMES, CORE_FRAMES, INPUT_RATE, N_PITCHES, DecodeOptions, MapAccumulator, plan_windows
+from .chunks import (CONTEXT_FRAMES, CORE_FRAMES, CROP_MARGIN_FRAMES, INPUT_RATE, N_PITCHES, NOTE_CROP_MARGIN_FRAMES,
+                     DecodeOptions, MapAccumulator, n_frames, plan_windows, window_crop)
 from .midi import midi_bytes
 
 
@@ -19,7 +20,10 @@ class BrowserJob:
 
     def __init__(self, n_samples: int, model: str, has_embedding: bool, instruments, sample_rate: int,
                  onset_threshold: float, frame_threshold: float, min_note_frames: int, energy_tolerance: int = 11,
-                 core_frames: int = CORE_FRAMES, context_frames: int = CONTEXT_FRAMES, melodia: bool = True) -> None:
+                 core_frames: int = CORE_FRAMES, context_frames: int = CONTEXT_FRAMES, melodia: bool = True,
+                 can_crop: bool = False) -> None:
+        """can_crop: the graph takes a ``crop`` input (frames skipped before its convolutions); the
+        worker then feeds each window's crop from ``window_list``."""
         if int(n_samples) <= 0:
             raise ValueError("audio is empty (0 samples)")
         if instruments in ("auto", None):
@@ -43,11 +47,15 @@ class BrowserJob:
                                 bool(melodia))
         self.acc = MapAccumulator(options, with_embedding=has_embedding and self.instruments is not None,
                                   expected_frames=self.windows[-1].core_end if self.windows else 0)
+        margin = CROP_MARGIN_FRAMES if self.acc.with_embedding else NOTE_CROP_MARGIN_FRAMES
+        self.crops = [window_crop(w, n_frames(w.in_end - w.in_start), margin) if can_crop else (0, 0)
+                      for w in self.windows]
         self.result = None
 
     def window_list(self) -> list[list[int]]:
-        """[[in_start, in_end, core_start, core_end], ...] for the JS side."""
-        return [[w.in_start, w.in_end, w.core_start, w.core_end] for w in self.windows]
+        """[[in_start, in_end, core_start, core_end, crop_start, crop_end], ...] for the JS side: the
+        maps of window i start at frame in_start // 512 + crop_start."""
+        return [[w.in_start, w.in_end, w.core_start, w.core_end, c[0], c[1]] for w, c in zip(self.windows, self.crops)]
 
     def add(self, index: int, frames: int, onset, frame, embedding=None) -> None:
         """Maps of window ``index`` as flat float32 buffers: onset/frame (84 * frames), embedding
@@ -58,7 +66,8 @@ class BrowserJob:
         e = None
         if embedding is not None and self.acc.with_embedding:
             e = _float32(embedding).reshape((-1,) + shape)
-        self.acc.add(self.windows[int(index)], o, f, e)
+        window = self.windows[int(index)]
+        self.acc.add(window, o, f, e, map_start=window.frame_start + self.crops[int(index)][0])
 
     def finish(self) -> str:
         """The Transcription JSON (as the CLI writes it, without indentation)."""

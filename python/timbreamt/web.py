@@ -1,6 +1,7 @@
 """`timbreamt bundle OUT` assembles the static web bundle; `timbreamt serve` serves it on 127.0.0.1.
 
-Bundle layout: our page and modules (web/), models/ (the shipped ONNX graphs), ort/ (onnxruntime-web,
+Bundle layout: our page and modules (web/), models/ (the shipped ONNX graphs, and their windowed
+variants for the worker: see write_windowed_variant), ort/ (onnxruntime-web,
 pinned by package-lock.json), pyodide/ (core + the official lock + numpy, sha256-checked), wheels/
 (our py3-none-any wheel), examples/ (the demo audio), notedigger/ (plugin + drop-in workers).
 Nothing is fetched from outside the bundle at run time.
@@ -107,6 +108,23 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst)
 
 
+def write_windowed_variant(path: Path) -> Path | None:
+    """Next to a graph with an optional ``crop`` input, write ``<name>.windowed.onnx``: the same graph
+    with ``crop`` required. The worker loads it for named models (onnxruntime-web cannot override the
+    optional input, so with the plain graph every window would run its convolutions over its context
+    too). The plain graph stays in the bundle for hosts that expect the one-input contract. Returns
+    the new path, or None for a graph without the input."""
+    from .onnx_meta import without_initializer
+
+    try:
+        data = without_initializer(path.read_bytes(), "crop")
+    except ValueError:
+        return None
+    target = path.with_name(path.stem + ".windowed.onnx")
+    target.write_bytes(data)
+    return target
+
+
 def bundle(out: str | Path, examples: list[Path] | None = None) -> dict[str, int]:
     """Assemble the bundle into ``out`` (replaced); returns sizes in bytes by part."""
     out = Path(out)
@@ -116,6 +134,7 @@ def bundle(out: str | Path, examples: list[Path] | None = None) -> dict[str, int
     shutil.copytree(ROOT / "web", out)
     for name in ("basicamt", "septimbre"):
         _copy(ROOT / "export" / "models" / f"{name}.onnx", out / "models" / f"{name}.onnx")
+        write_windowed_variant(out / "models" / f"{name}.onnx")
     for f in ORT_FILES:
         _copy(node / "onnxruntime-web" / "dist" / f, out / "ort" / f)
     for f in PYODIDE_FILES:
