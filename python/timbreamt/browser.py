@@ -10,8 +10,8 @@ import json
 
 import numpy as np
 
-from .chunks import (CONTEXT_FRAMES, CORE_FRAMES, CROP_MARGIN_FRAMES, INPUT_RATE, N_PITCHES, NOTE_CROP_MARGIN_FRAMES,
-                     DecodeOptions, MapAccumulator, n_frames, plan_windows, window_crop)
+from .chunks import (CONTEXT_FRAMES, CORE_FRAMES, INPUT_RATE, N_PITCHES, DecodeOptions, MapAccumulator, n_frames,
+                     plan_windows, window_crop)
 from .midi import midi_bytes
 
 
@@ -47,8 +47,7 @@ class BrowserJob:
                                 bool(melodia))
         self.acc = MapAccumulator(options, with_embedding=has_embedding and self.instruments is not None,
                                   expected_frames=self.windows[-1].core_end if self.windows else 0)
-        margin = CROP_MARGIN_FRAMES if self.acc.with_embedding else NOTE_CROP_MARGIN_FRAMES
-        self.crops = [window_crop(w, n_frames(w.in_end - w.in_start), margin) if can_crop else (0, 0)
+        self.crops = [window_crop(w, n_frames(w.in_end - w.in_start), self.acc.crop_margin) if can_crop else (0, 0)
                       for w in self.windows]
         self.result = None
 

@@ -130,6 +130,12 @@ class MapAccumulator:
         self.block_emb: list[np.ndarray] = []
         self.next_frame = 0
 
+    @property
+    def crop_margin(self) -> int:
+        """Frames around each core the graph must compute exactly (see window_crop): the timbre
+        encoder reaches farther than the note branch, so more when embeddings are pooled."""
+        return CROP_MARGIN_FRAMES if self.with_embedding else NOTE_CROP_MARGIN_FRAMES
+
     def add(self, window: Window, onset: np.ndarray, frame: np.ndarray, embedding: np.ndarray | None = None,
             map_start: int | None = None) -> None:
         """Add one window's maps: onset, frame (84, F) and embedding (12, 84, F) for F frames starting

@@ -29,6 +29,10 @@ NORM_WINDOW_FRAMES = 259
 # timbre encoder's stride); the CQT's polyphase decimators are laid out so such chunks stay exact.
 WINDOW_GRID_SAMPLES = 4 * HOP
 
+# Name of our graphs' optional int64 (2,) input: frames dropped after the front end, before the
+# convolutions (models.crop_frames); its default [0, 0] keeps every frame.
+CROP_INPUT = "crop"
+
 AFFINE_K_RANGE = (0.005, 3.0)
 
 # harmonic stacking: shifts in bins for harmonics 1..7 and one sub-harmonic

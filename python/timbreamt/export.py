@@ -17,7 +17,6 @@ import numpy as np
 from . import constants as C
 from .errors import ExportError
 
-CROP_INPUT = "crop"      # optional int64 (2,): frames dropped before the convolutions (models.crop_frames)
 OPSET = 17
 MAX_OPSET = 20           # onnxruntime-web 1.18 (noteDigger) supports opsets up to 20
 PARITY_TOLERANCE = 1e-4
@@ -76,7 +75,7 @@ def export_model(model, model_name: str, path: str | Path, metadata: dict[str, s
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
         with torch.no_grad():
-            torch.onnx.export(wrapper, (dummy, crop), str(raw), input_names=["audio", CROP_INPUT], output_names=names,
+            torch.onnx.export(wrapper, (dummy, crop), str(raw), input_names=["audio", C.CROP_INPUT], output_names=names,
                               dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True)
         graph = onnx.load(str(raw))
         graph = simplify(graph)
@@ -104,9 +103,9 @@ def add_crop_default(graph) -> None:
     cannot (onnxruntime-web lists only required inputs and rejects others) get the whole window."""
     from onnx import numpy_helper
 
-    if not any(i.name == CROP_INPUT for i in graph.graph.input):
-        raise ExportError(f"the traced graph has no {CROP_INPUT!r} input")
-    graph.graph.initializer.append(numpy_helper.from_array(np.zeros(2, np.int64), CROP_INPUT))
+    if not any(i.name == C.CROP_INPUT for i in graph.graph.input):
+        raise ExportError(f"the traced graph has no {C.CROP_INPUT!r} input")
+    graph.graph.initializer.append(numpy_helper.from_array(np.zeros(2, np.int64), C.CROP_INPUT))
 
 
 def simplify(graph):
@@ -176,7 +175,7 @@ def check_web_compatible(graph) -> None:
             raise ExportError(f"initializer {t.name} has type {onnx.TensorProto.DataType.Name(t.data_type)}")
     defaults = {t.name for t in graph.graph.initializer}
     for v in list(graph.graph.input) + list(graph.graph.output):
-        if v.name == CROP_INPUT and v.name in defaults and v.type.tensor_type.elem_type == onnx.TensorProto.INT64:
+        if v.name == C.CROP_INPUT and v.name in defaults and v.type.tensor_type.elem_type == onnx.TensorProto.INT64:
             continue      # the optional crop (with its default), not part of the audio contract
         if v.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
             raise ExportError(f"graph input/output {v.name} is not float32")
@@ -266,7 +265,7 @@ def check_crop(sess, names: list[str], audio: np.ndarray) -> float:
 
     full = sess.run(None, {"audio": audio[None, None]})
     c0, c1 = 128, 64
-    cut = sess.run(None, {"audio": audio[None, None], CROP_INPUT: np.array([c0, c1], np.int64)})
+    cut = sess.run(None, {"audio": audio[None, None], C.CROP_INPUT: np.array([c0, c1], np.int64)})
     worst = 0.0
     for n, f, c in zip(names, full, cut):
         if c.shape[-1] != f.shape[-1] - c0 - c1:

@@ -18,8 +18,8 @@ import numpy as np
 
 from . import constants as C
 from .audio import AudioStream, prepare_array
-from .chunks import (CONTEXT_FRAMES, CORE_FRAMES, CROP_MARGIN_FRAMES, HOP_INPUT, INPUT_RATE, NOTE_CROP_MARGIN_FRAMES,
-                     DecodeOptions, MapAccumulator, Window, check_window_sizes, n_frames, window_crop)
+from .chunks import (CONTEXT_FRAMES, CORE_FRAMES, HOP_INPUT, INPUT_RATE, DecodeOptions, MapAccumulator, Window,
+                     check_window_sizes, n_frames, window_crop)
 from .errors import AudioError, ModelError
 from .transcription import Transcription
 
@@ -83,7 +83,7 @@ class Model:
         # the melodia pass (notes from frame activity without an onset) is calibrated per model
         self.melodia = meta.get("melodia", "1") != "0"
         # our graphs take an optional crop (frames to skip before the convolutions); others do not
-        self.can_crop = any(i.name == "crop" for i in self.session.get_overridable_initializers())
+        self.can_crop = any(i.name == C.CROP_INPUT for i in self.session.get_overridable_initializers())
 
     def run(self, audio: np.ndarray, crop: tuple[int, int] = (0, 0)) -> dict[str, np.ndarray]:
         """audio (n,) float32 at 44.1 kHz -> {'onset','frame': (84, F), 'embedding': (12, 84, F)};
@@ -92,7 +92,7 @@ class Model:
         if crop != (0, 0):
             if not self.can_crop:
                 raise ModelError(f"{self.path} has no crop input")
-            feeds["crop"] = np.asarray(crop, dtype=np.int64)
+            feeds[C.CROP_INPUT] = np.asarray(crop, dtype=np.int64)
         outs = self.session.run(None, feeds, self.run_options)
         names = [o.name for o in self.session.get_outputs()]
         return {n: o[0] for n, o in zip(names, outs)}
@@ -208,10 +208,9 @@ class Transcriber:
         acc = MapAccumulator(opts, with_embedding=self.model.has_embedding and instruments is not None,
                              expected_frames=n_frames(int(expected * INPUT_RATE)))
         total = 0
-        margin = CROP_MARGIN_FRAMES if acc.with_embedding else NOTE_CROP_MARGIN_FRAMES
         for window, chunk, total, _ in _windows_from_stream(blocks, core_frames, context_frames):
             # the convolutions only run where the core needs them (~25% of the work saved)
-            crop = window_crop(window, n_frames(len(chunk)), margin) if self.model.can_crop else (0, 0)
+            crop = window_crop(window, n_frames(len(chunk)), acc.crop_margin) if self.model.can_crop else (0, 0)
             maps = self.model.run(chunk, crop)
             acc.add(window, maps["onset"], maps["frame"], maps.get("embedding"), map_start=window.frame_start + crop[0])
             del maps

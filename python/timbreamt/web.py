@@ -20,6 +20,7 @@ import zipfile
 from functools import partial
 from pathlib import Path
 
+from .constants import CROP_INPUT
 from .errors import TimbreamtError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +118,7 @@ def write_windowed_variant(path: Path) -> Path | None:
     from .onnx_meta import without_initializer
 
     try:
-        data = without_initializer(path.read_bytes(), "crop")
+        data = without_initializer(path.read_bytes(), CROP_INPUT)
     except ValueError:
         return None
     target = path.with_name(path.stem + ".windowed.onnx")
