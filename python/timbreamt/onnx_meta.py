@@ -21,9 +21,12 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf: bytes):
+def _spans(buf: bytes):
+    """(field, wire type, start, end, value) of each top-level field of a message: value is the int
+    of a varint, else the field's bytes (the payload of a length-delimited field)."""
     pos = 0
     while pos < len(buf):
+        start = pos
         key, pos = _varint(buf, pos)
         field, wire = key >> 3, key & 7
         if wire == 0:
@@ -38,6 +41,14 @@ def _fields(buf: bytes):
             value, pos = buf[pos:pos + 4], pos + 4
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
+        if pos > len(buf):
+            raise ValueError("truncated protobuf message")
+        yield field, wire, start, pos, value
+
+
+def _fields(buf: bytes):
+    """(field, value) of each top-level field of a message (see _spans)."""
+    for field, _, _, _, value in _spans(buf):
         yield field, value
 
 
@@ -50,31 +61,6 @@ def read_metadata(model_bytes) -> dict[str, str]:
             entry = dict(_fields(bytes(value)))
             out[bytes(entry.get(1, b"")).decode()] = bytes(entry.get(2, b"")).decode()
     return out
-
-
-def _spans(buf: bytes):
-    """(field, wire type, start, end, payload span or None) of each top-level field of a message."""
-    pos = 0
-    while pos < len(buf):
-        start = pos
-        key, pos = _varint(buf, pos)
-        field, wire = key >> 3, key & 7
-        payload = None
-        if wire == 0:
-            _, pos = _varint(buf, pos)
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            payload = (pos, pos + length)
-            pos += length
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        if pos > len(buf):
-            raise ValueError("truncated protobuf message")
-        yield field, wire, start, pos, payload
 
 
 def _encode_varint(value: int) -> bytes:
@@ -97,12 +83,11 @@ def without_initializer(model_bytes, name: str) -> bytes:
     buf = bytes(model_bytes)
     out = bytearray()
     found = False
-    for field, wire, start, end, payload in _spans(buf):
+    for field, wire, start, end, graph in _spans(buf):
         if field == 7 and wire == 2:
-            graph = buf[payload[0]:payload[1]]
             kept = bytearray()
-            for f, w, s, e, p in _spans(graph):
-                if f == 5 and w == 2 and dict(_fields(graph[p[0]:p[1]])).get(8, b"") == name.encode():
+            for f, w, s, e, tensor in _spans(graph):
+                if f == 5 and w == 2 and dict(_fields(tensor)).get(8, b"") == name.encode():
                     found = True
                     continue
                 kept += graph[s:e]
