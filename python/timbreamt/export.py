@@ -285,7 +285,8 @@ def export_run(run: str | Path, out_dir: str | Path, name: str | None = None,
     end and note branch replace a Septimbre's (its timbre encoder is independent of them)."""
     from .errors import DataError
     from .models import build_model
-    from .train import checkpoint_rank, load_checkpoint, load_note_weights, model_from_checkpoint
+    from .train import (checkpoint_rank, load_basicamt_checkpoint, load_checkpoint, load_note_weights,
+                        model_from_checkpoint)
 
     ckpt = load_checkpoint(run)
     model_name = ckpt["config"]["model"]
@@ -294,9 +295,7 @@ def export_run(run: str | Path, out_dir: str | Path, name: str | None = None,
     if notes_from:
         if model_name != "septimbre":
             raise DataError("--notes-from applies to a septimbre run")
-        notes_ckpt = load_checkpoint(notes_from)
-        if notes_ckpt["config"]["model"] != "basicamt":
-            raise DataError(f"{notes_from} is not a basicamt run")
+        notes_ckpt = load_basicamt_checkpoint(notes_from)
         # the encoder from the run, the front end and note branch (of any conv2 rank) from notes_from
         encoder = {k: v for k, v in model.state_dict().items() if k.startswith("timbre.")}
         model = build_model("septimbre", conv2_rank=checkpoint_rank(notes_ckpt))

@@ -260,9 +260,12 @@ class BasicAMT(nn.Module):
         self.front = FrontEnd(norm)
         self.notes = NoteBranch(conv2_rank)
 
+    def note_logits(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (B, 288, T) -> onset, frame logits (B, 84, T), through the note branch's affine."""
+        return self.notes.forward_logits(self.front.stack(feat * self.front.k + self.front.b))
+
     def forward_logits(self, audio: torch.Tensor, crop: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        feat = crop_frames(self.front.features(audio), crop)
-        onset, frame = self.notes.forward_logits(self.front.stack(feat * self.front.k + self.front.b))
+        onset, frame = self.note_logits(crop_frames(self.front.features(audio), crop))
         return {"onset": onset, "frame": frame}
 
     def forward(self, audio: torch.Tensor, logits: bool = False, crop: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -275,7 +278,7 @@ class BasicAMT(nn.Module):
 
 
 class Septimbre(BasicAMT):
-    """Note branch plus timbre encoder (~45k parameters)."""
+    """Note branch plus timbre encoder (~45k parameters; ~39k with conv2_rank 8)."""
 
     def __init__(self, norm: str = "window", conv2_rank: int = 0) -> None:
         super().__init__(norm, conv2_rank)
@@ -283,7 +286,7 @@ class Septimbre(BasicAMT):
 
     def forward_logits(self, audio: torch.Tensor, crop: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         feat = crop_frames(self.front.features(audio), crop)
-        onset, frame = self.notes.forward_logits(self.front.stack(feat * self.front.k + self.front.b))
+        onset, frame = self.note_logits(feat)
         return {"onset": onset, "frame": frame, "embedding": self.embed(feat)}
 
     def embed(self, feat: torch.Tensor) -> torch.Tensor:

@@ -157,6 +157,14 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def load_basicamt_checkpoint(path: str | Path) -> dict:
+    """load_checkpoint, and DataError unless it is a BasicAMT one (a note branch to start from)."""
+    ckpt = load_checkpoint(path)
+    if ckpt["config"]["model"] != "basicamt":
+        raise DataError(f"{path} is not a BasicAMT checkpoint")
+    return ckpt
+
+
 def checkpoint_rank(ckpt: dict) -> int:
     """conv2 rank of a checkpoint's note branch (0 = full; checkpoints before the option are full)."""
     return int(ckpt["config"].get("conv2_rank", 0))
@@ -296,9 +304,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
     if config.model == "septimbre":
         if not config.init_from:
             raise DataError("septimbre training needs --init-from a trained BasicAMT checkpoint")
-        note_ckpt = load_checkpoint(config.init_from)
-        if note_ckpt["config"]["model"] != "basicamt":
-            raise DataError(f"{config.init_from} is not a BasicAMT checkpoint")
+        note_ckpt = load_basicamt_checkpoint(config.init_from)
         config.conv2_rank = checkpoint_rank(note_ckpt)     # the frozen note branch decides
         model = build_model(config.model, conv2_rank=config.conv2_rank)
         load_note_weights(model, note_ckpt, config.init_from)
@@ -307,9 +313,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
     else:
         model = build_model(config.model, conv2_rank=config.conv2_rank)
         if config.init_from and not resume:
-            src = load_checkpoint(config.init_from)
-            if src["config"]["model"] != "basicamt":
-                raise DataError(f"{config.init_from} is not a BasicAMT checkpoint")
+            src = load_basicamt_checkpoint(config.init_from)
             kept = load_note_weights(model, src, config.init_from)
             print(f"initialised from {config.init_from} (conv2 energy kept {kept:.3f})", flush=True)
     model = model.to(device)
