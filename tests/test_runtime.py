@@ -156,6 +156,23 @@ def test_melodia_follows_the_model_and_can_be_overridden(sept, reference_dir):
     assert without <= with_m
 
 
+def test_arena_kept_for_note_graphs_only(basic, sept):
+    """The note-only graph keeps onnxruntime's arena between windows (speed), the embedding graph
+    shrinks it after each (memory); reused buffers must not carry anything from run to run."""
+    key = "memory.enable_memory_arena_shrinkage"
+    assert not basic.model.shrink_arena and sept.model.shrink_arena
+    assert sept.model.run_options.get_run_config_entry(key) == "cpu:0"
+    with pytest.raises(RuntimeError, match=key):
+        basic.model.run_options.get_run_config_entry(key)
+    audio = np.tile(melody(), 4)
+    first = basic.transcribe(audio, sr=SR, instruments=None, core_frames=400)
+    basic.transcribe(np.random.default_rng(0).normal(0, 0.3, SR * 9).astype(np.float32), sr=SR, instruments=None)
+    again = basic.transcribe(audio, sr=SR, instruments=None, core_frames=400)
+    whole = basic.transcribe(audio, sr=SR, instruments=None, core_frames=100000)
+    assert first.n_notes > 0
+    assert first.to_dict() == again.to_dict() == whole.to_dict()
+
+
 def test_deterministic(sept, reference_dir):
     a = sept.transcribe(reference_dir / "three_mix.wav", instruments="auto")
     b = sept.transcribe(reference_dir / "three_mix.wav", instruments="auto")
