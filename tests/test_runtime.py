@@ -16,7 +16,7 @@ from conftest import REFERENCE_MODELS, tone
 from timbreamt.chunks import (CROP_MARGIN_FRAMES, HOP_INPUT, NOTE_CROP_MARGIN_FRAMES, PEAK_MARGIN, n_frames, plan_windows,
                               window_crop)
 from timbreamt.errors import AudioError, ModelError, OutputError
-from timbreamt.transcribe import Model, Transcriber, _windows_from_stream
+from timbreamt.transcribe import ARENA_SHRINKAGE, Model, Transcriber, _windows_from_stream
 from timbreamt.transcription import Transcription
 
 SR = 44100
@@ -159,11 +159,12 @@ def test_melodia_follows_the_model_and_can_be_overridden(sept, reference_dir):
 def test_arena_kept_for_note_graphs_only(basic, sept):
     """The note-only graph keeps onnxruntime's arena between windows (speed), the embedding graph
     shrinks it after each (memory); reused buffers must not carry anything from run to run."""
-    key = "memory.enable_memory_arena_shrinkage"
+    key = ARENA_SHRINKAGE
     assert not basic.model.shrink_arena and sept.model.shrink_arena
     assert sept.model.run_options.get_run_config_entry(key) == "cpu:0"
     with pytest.raises(RuntimeError, match=key):
         basic.model.run_options.get_run_config_entry(key)
+    assert basic.model.release_options.get_run_config_entry(key) == "cpu:0"    # a file's last window
     audio = np.tile(melody(), 4)
     first = basic.transcribe(audio, sr=SR, instruments=None, core_frames=400)
     basic.transcribe(np.random.default_rng(0).normal(0, 0.3, SR * 9).astype(np.float32), sr=SR, instruments=None)

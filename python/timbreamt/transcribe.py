@@ -26,6 +26,7 @@ from .transcription import Transcription
 MODEL_NAMES = ("basicamt", "septimbre")
 # Thresholds for graphs that carry none in their metadata (the reference models: noteDigger's values)
 FALLBACK_THRESHOLDS = {"basicamt": (0.38, 0.22), "septimbre": (0.35, 0.31)}
+ARENA_SHRINKAGE = "memory.enable_memory_arena_shrinkage"     # onnxruntime run option
 
 
 def models_dir() -> Path:
@@ -59,10 +60,14 @@ class Model:
         # peak 299 MiB; arena kept 28.6 s, 318 MiB; arena shrunk after each window 30.1 s, 236 MiB.
         # The note-only graph is the other way round: its arena stays bounded by one window (60 min
         # of BasicAMT, 2 threads: kept 21.2 s, 232 MiB; shrunk 27.9 s, 225 MiB), so it is kept there
-        # (`shrink_arena`, set once the outputs are known below).
+        # (`shrink_arena`, set once the outputs are known below). Either way the last window of a
+        # file shrinks it, so decoding (two copies of the frame map) does not stack on top of it:
+        # 60 min of BasicAMT peaked at 278 MiB with the arena kept to the end, 232 MiB without.
         so.enable_cpu_mem_arena = True
         so.enable_mem_pattern = False
         self.run_options = ort.RunOptions()
+        self.release_options = ort.RunOptions()
+        self.release_options.add_run_config_entry(ARENA_SHRINKAGE, "cpu:0")
         try:
             self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:
@@ -77,7 +82,7 @@ class Model:
         self.has_embedding = "embedding" in outputs
         self.shrink_arena = self.has_embedding
         if self.shrink_arena:
-            self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+            self.run_options.add_run_config_entry(ARENA_SHRINKAGE, "cpu:0")
         meta = self.session.get_modelmeta().custom_metadata_map
         kind = "septimbre" if self.has_embedding else "basicamt"
         self.name = meta.get("model", path.stem)
@@ -90,15 +95,16 @@ class Model:
         # our graphs take an optional crop (frames to skip before the convolutions); others do not
         self.can_crop = any(i.name == C.CROP_INPUT for i in self.session.get_overridable_initializers())
 
-    def run(self, audio: np.ndarray, crop: tuple[int, int] = (0, 0)) -> dict[str, np.ndarray]:
+    def run(self, audio: np.ndarray, crop: tuple[int, int] = (0, 0), release_memory: bool = False) -> dict[str, np.ndarray]:
         """audio (n,) float32 at 44.1 kHz -> {'onset','frame': (84, F), 'embedding': (12, 84, F)};
-        crop (start, end): frames the graph drops before its convolutions (needs ``can_crop``)."""
+        crop (start, end): frames the graph drops before its convolutions (needs ``can_crop``);
+        release_memory: give onnxruntime's working memory back after this run (a file's last window)."""
         feeds = {"audio": np.ascontiguousarray(audio, dtype=np.float32)[None, None]}
         if crop != (0, 0):
             if not self.can_crop:
                 raise ModelError(f"{self.path} has no crop input")
             feeds[C.CROP_INPUT] = np.asarray(crop, dtype=np.int64)
-        outs = self.session.run(None, feeds, self.run_options)
+        outs = self.session.run(None, feeds, self.release_options if release_memory else self.run_options)
         names = [o.name for o in self.session.get_outputs()]
         return {n: o[0] for n, o in zip(names, outs)}
 
@@ -213,10 +219,11 @@ class Transcriber:
         acc = MapAccumulator(opts, with_embedding=self.model.has_embedding and instruments is not None,
                              expected_frames=n_frames(int(expected * INPUT_RATE)))
         total = 0
-        for window, chunk, total, _ in _windows_from_stream(blocks, core_frames, context_frames):
+        for window, chunk, total, eof in _windows_from_stream(blocks, core_frames, context_frames):
             # the convolutions only run where the core needs them (~25% of the work saved)
             crop = window_crop(window, n_frames(len(chunk)), acc.crop_margin) if self.model.can_crop else (0, 0)
-            maps = self.model.run(chunk, crop)
+            # the stream has ended: this is the last window or one of the last two
+            maps = self.model.run(chunk, crop, release_memory=eof)
             acc.add(window, maps["onset"], maps["frame"], maps.get("embedding"), map_start=window.frame_start + crop[0])
             del maps
             _release_freed_memory()
