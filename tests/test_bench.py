@@ -13,6 +13,7 @@ def test_make_input_and_one_run_each(tmp_path, shipped_models):
     for system in ("timbreamt-septimbre", "reference-basicamt", "basic-pitch"):
         rec = run_one(system, wav, 1, shipped_models, REFERENCE_MODELS)
         assert rec["seconds"] > 0 and rec["peak_rss_mib"] > 10 and rec["notes"] >= 0
+        assert 0 < rec["startup"] < rec["seconds"]       # imports + model load, before any audio
         rows.append({**rec, "system": system, "audio_seconds": 7.0, "rtf": rec["seconds"] / 7.0})
     md = table(rows)
     assert md.count("\n") == len(rows) + 1 and "| basic-pitch | " in md
@@ -31,7 +32,9 @@ def test_bench_repeats_report_the_median(tmp_path, shipped_models):
                                                    "timbreamt-basicamt", "timbreamt-basicamt", "basic-pitch"]
     for r in rows:
         assert r["runs"] == 3 and r["rtf_min"] <= r["rtf"] <= r["rtf_max"]
+        assert 0 < r["startup_s"] < r["rtf_max"] * 3.0
     assert "(3 runs)" in table(rows)
+    assert f"| {rows[0]['startup_s']:.2f} |" in table(rows).splitlines()[2]
 
 
 def test_info_prints_parameter_counts():

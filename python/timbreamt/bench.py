@@ -41,22 +41,27 @@ def make_input(seconds: float, path: Path, source_dir: Path) -> Path:
 
 
 def _child(system: str, audio: str, threads: int, models: str, reference: str) -> dict:
-    """Runs in a fresh process: the whole pipeline, file in -> notes out."""
+    """Runs in a fresh process: the whole pipeline, file in -> notes out. ``startup`` is the part
+    spent before any audio is read (imports, loading the model): a fixed cost of every run."""
     t0 = time.perf_counter()
     if system == "basic-pitch":
         from .audio import AudioStream
         from .evaluate import BasicPitch
 
+        model = BasicPitch(threads)
+        startup = time.perf_counter() - t0
         samples = np.concatenate(list(AudioStream(audio, 22050)))
-        n = len(BasicPitch(threads).transcribe(samples))
+        n = len(model.transcribe(samples))
     else:
         from .transcribe import Transcriber
 
         owner, kind = system.split("-")
         path = Path(models) / f"{kind}.onnx" if owner == "timbreamt" else Path(reference) / f"{kind}_44100.onnx"
-        result = Transcriber(path, threads).transcribe(audio, instruments="auto" if kind == "septimbre" else None)
+        transcriber = Transcriber(path, threads)
+        startup = time.perf_counter() - t0
+        result = transcriber.transcribe(audio, instruments="auto" if kind == "septimbre" else None)
         n = result.n_notes
-    return {"seconds": time.perf_counter() - t0, "notes": n}
+    return {"seconds": time.perf_counter() - t0, "startup": startup, "notes": n}
 
 
 def run_one(system: str, audio: Path, threads: int, models: Path, reference: Path) -> dict:
@@ -103,23 +108,25 @@ def bench(durations: list[float], systems: list[str], threads: int = 2, models: 
                 rows.append({"system": system, "audio_seconds": seconds, "runs": len(times),
                              "seconds": float(np.median(times)), "rtf": float(np.median(times)) / seconds,
                              "rtf_min": times[0] / seconds, "rtf_max": times[-1] / seconds,
+                             "startup_s": float(np.median([r["startup"] for r in runs[system]])),
                              "peak_rss_mib": max(r["peak_rss_mib"] for r in runs[system]),
                              "notes": runs[system][0]["notes"]})
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown table with RTF (median of the runs, and their range) and memory ratios against
-    basic-pitch at the same duration."""
-    lines = ["| audio | system | RTF (median) | RTF / basic-pitch | RTF range | peak RSS MiB | RSS / basic-pitch |",
-             "|---|---|---|---|---|---|---|"]
+    """Markdown table with RTF (median of the runs, and their range), the median start-up seconds
+    (part of the RTF) and memory ratios against basic-pitch at the same duration."""
+    lines = ["| audio | system | RTF (median) | RTF / basic-pitch | RTF range | start-up s | peak RSS MiB | RSS / basic-pitch |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         peer = next((p for p in rows if p["system"] == "basic-pitch" and p["audio_seconds"] == r["audio_seconds"]), None)
         ratio = f"{r['rtf'] / peer['rtf']:.2f}" if peer else "-"
         mem = f"{r['peak_rss_mib'] / peer['peak_rss_mib']:.2f}" if peer else "-"
         spread = f"{r.get('rtf_min', r['rtf']):.4f}-{r.get('rtf_max', r['rtf']):.4f} ({r.get('runs', 1)} runs)"
+        startup = f"{r['startup_s']:.2f}" if "startup_s" in r else "-"
         lines.append(f"| {r['audio_seconds'] / 60:.1f} min | {r['system']} | {r['rtf']:.4f} | {ratio} | {spread} | "
-                     f"{r['peak_rss_mib']:.0f} | {mem} |")
+                     f"{startup} | {r['peak_rss_mib']:.0f} | {mem} |")
     return "\n".join(lines)
 
 
