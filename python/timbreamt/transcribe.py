@@ -59,10 +59,11 @@ class Model:
         # 30 min of Septimbre (auto), 2 threads, back to back: no arena 32.4 s, 3.5 M page faults,
         # peak 299 MiB; arena kept 28.6 s, 318 MiB; arena shrunk after each window 30.1 s, 236 MiB.
         # The note-only graph is the other way round: its arena stays bounded by one window (60 min
-        # of BasicAMT, 2 threads: kept 21.2 s, 232 MiB; shrunk 27.9 s, 225 MiB), so it is kept there
-        # (`shrink_arena`, set once the outputs are known below). Either way the last window of a
-        # file shrinks it, so decoding (two copies of the frame map) does not stack on top of it:
-        # 60 min of BasicAMT peaked at 278 MiB with the arena kept to the end, 232 MiB without.
+        # of BasicAMT, 2 threads, the windows alone: kept 21.2 s, 232 MiB; shrunk 27.9 s, 225 MiB),
+        # so it is kept there (`shrink_arena`, set once the outputs are known below). Either way the
+        # last window of a file shrinks it, so decoding (two copies of the frame map) does not stack
+        # on top of it: 60 min of BasicAMT, whole pipeline, peaked at 278 MiB with the arena kept to
+        # the end, 230 MiB with the last window shrinking it.
         so.enable_cpu_mem_arena = True
         so.enable_mem_pattern = False
         self.run_options = ort.RunOptions()
