@@ -146,6 +146,11 @@ def test_train_cli_checkpoints_resumes_and_exports(tmp_path):
     r = cli("export", run, "--out", tmp_path / "models")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "models" / "basicamt.onnx").is_file()
+    from timbreamt.onnx_meta import read_metadata
+    meta = read_metadata((tmp_path / "models" / "basicamt.onnx").read_bytes())
+    assert meta["conv2_rank"] == "0" and meta["conv_kernel"] == "5"
+    r = cli("train", "basicamt", "--epochs", 3, "--resume", "--conv-kernel", 3, *common)
+    assert r.returncode != 0 and "--conv-kernel 5; resume it with the same" in r.stderr and "Traceback" not in r.stderr
     r = cli("train", "basicamt", "--epochs", 1, "--data", tmp_path / "nothing", "--out", run)
     assert r.returncode != 0 and "data folder not found" in r.stderr and "Traceback" not in r.stderr
     (run / "last.pt").write_bytes(b"broken")

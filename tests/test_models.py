@@ -184,6 +184,32 @@ def test_low_rank_conv2_from_svd():
         build_model("basicamt", conv2_rank=25)
 
 
+def test_small_kernels_start_from_the_central_taps():
+    """A 5 x 5 note branch starts a 3 x 3 one from its kernels' central taps (conv2 of any rank loads
+    as it is); a 3 x 3 branch cannot become 5 x 5, and only 3 and 5 exist."""
+    from timbreamt.errors import DataError
+    from timbreamt.train import load_note_weights, note_shape
+
+    torch.manual_seed(6)
+    big = build_model("basicamt", conv2_rank=8).eval()
+    ckpt = {"model": big.state_dict(), "config": {"model": "basicamt", "conv2_rank": 8}}
+    assert note_shape(ckpt) == {"conv2_rank": 8, "conv_kernel": 5}
+    small = build_model("septimbre", conv2_rank=8, conv_kernel=3)
+    assert load_note_weights(small, ckpt, "big") == pytest.approx(1.0)
+    for layer in ("conv1", "neck"):
+        w_small = getattr(small.notes, layer)[0].weight
+        assert w_small.shape[-2:] == (3, 3)
+        assert torch.equal(w_small, getattr(big.notes, layer)[0].weight[:, :, 1:4, 1:4]), layer
+        assert torch.equal(getattr(small.notes, layer)[0].bias, getattr(big.notes, layer)[0].bias), layer
+    assert torch.equal(small.notes.conv2[0].freq.weight, big.notes.conv2[0].freq.weight)
+    assert count_parameters(build_model("basicamt", conv2_rank=8, conv_kernel=3)) == count_parameters(big) - 2 * 16 * 8 * 16
+    with pytest.raises(DataError, match="3 x 3 kernels cannot become 5 x 5"):
+        load_note_weights(build_model("basicamt", conv2_rank=8), {"model": small.state_dict(), "config": {
+            "model": "basicamt", "conv2_rank": 8, "conv_kernel": 3}}, "small")
+    with pytest.raises(ValueError, match="conv_kernel"):
+        build_model("basicamt", conv_kernel=4)
+
+
 @pytest.mark.parametrize("name", ["basicamt", "septimbre"])
 def test_crop_drops_frames_and_keeps_the_rest(name):
     torch.manual_seed(5)

@@ -20,15 +20,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print("models: torch is not installed (pip install 'timbreamt[train]') - parameter counts unavailable")
     else:
         for name in ("basicamt", "septimbre"):
-            print(f"{name}: {count_parameters(build_model(name)):,} parameters with the paper's conv2, "
-                  f"{count_parameters(build_model(name, conv2_rank=8)):,} with a rank-8 conv2")
+            print(f"{name}: {count_parameters(build_model(name)):,} parameters with the paper's note branch, "
+                  f"{count_parameters(build_model(name, conv2_rank=8)):,} with a rank-8 conv2, "
+                  f"{count_parameters(build_model(name, conv2_rank=8, conv_kernel=3)):,} with 3 x 3 kernels too")
     from .onnx_meta import read_metadata
     from .transcribe import default_model_path
 
     for name in ("basicamt", "septimbre"):
         path = default_model_path(name)
-        rank = read_metadata(path.read_bytes()).get("conv2_rank", "0") if path.is_file() else "?"
-        print(f"shipped model {name}: {path} (conv2 rank {rank}; 0 = full)")
+        meta = read_metadata(path.read_bytes()) if path.is_file() else {}
+        rank, kernel = meta.get("conv2_rank", "0" if meta else "?"), meta.get("conv_kernel", "5" if meta else "?")
+        print(f"shipped model {name}: {path} (conv2 rank {rank}, 0 = full; conv1/neck kernels {kernel} x {kernel})")
     return 0
 
 
@@ -54,7 +56,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(model=args.model, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch,
                       segment_seconds=args.segment, lr=args.lr, seed=args.seed, init_from=args.init_from or "",
                       threads=args.threads, dynamic_mix=args.dynamic_mix, val_clips=args.val_clips,
-                      conv2_rank=args.conv2_rank)
+                      conv2_rank=args.conv2_rank, conv_kernel=args.conv_kernel)
     record = train(args.data, args.out, cfg, val_dir=args.val, resume=args.resume, progress=not args.quiet)
     print(f"done: {record}")
     return 0
@@ -309,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "branch); basicamt: a run or checkpoint to fine-tune (a full conv2 is factorised to --conv2-rank)")
     s.add_argument("--conv2-rank", type=int, default=0,
                    help="basicamt: note branch conv2 as a rank-R product (0: the paper's full convolution)")
+    s.add_argument("--conv-kernel", type=int, default=5, choices=(3, 5),
+                   help="basicamt: kernel side of the note branch's conv1 and neck (5: the paper's; a 5 x 5 "
+                   "--init-from starts a 3 x 3 branch from its central taps)")
     s.add_argument("--dynamic-mix", type=float, default=0.0,
                    help="septimbre: share of examples mixed on the fly from solo clips (0-1)")
     s.add_argument("--resume", action="store_true")

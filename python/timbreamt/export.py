@@ -285,8 +285,7 @@ def export_run(run: str | Path, out_dir: str | Path, name: str | None = None,
     end and note branch replace a Septimbre's (its timbre encoder is independent of them)."""
     from .errors import DataError
     from .models import build_model
-    from .train import (checkpoint_rank, load_basicamt_checkpoint, load_checkpoint, load_note_weights,
-                        model_from_checkpoint)
+    from .train import load_basicamt_checkpoint, load_checkpoint, load_note_weights, model_from_checkpoint, note_shape
 
     ckpt = load_checkpoint(run)
     model_name = ckpt["config"]["model"]
@@ -296,14 +295,15 @@ def export_run(run: str | Path, out_dir: str | Path, name: str | None = None,
         if model_name != "septimbre":
             raise DataError("--notes-from applies to a septimbre run")
         notes_ckpt = load_basicamt_checkpoint(notes_from)
-        # the encoder from the run, the front end and note branch (of any conv2 rank) from notes_from
+        # the encoder from the run, the front end and note branch (of any shape) from notes_from
         encoder = {k: v for k, v in model.state_dict().items() if k.startswith("timbre.")}
-        model = build_model("septimbre", conv2_rank=checkpoint_rank(notes_ckpt))
+        model = build_model("septimbre", **note_shape(notes_ckpt))
         model.load_state_dict(encoder, strict=False)
         load_note_weights(model, notes_ckpt, notes_from)
         model.eval()
         meta["notes_epoch"] = str(notes_ckpt.get("epoch", -1) + 1)
     meta["conv2_rank"] = str(model.notes.conv2_rank)
+    meta["conv_kernel"] = str(model.notes.conv_kernel)
     if decoding:
         meta.update(onset_threshold=f"{decoding['onset_threshold']:.3f}",
                     frame_threshold=f"{decoding['frame_threshold']:.3f}", melodia="1" if decoding["melodia"] else "0")

@@ -38,6 +38,7 @@ class TrainConfig:
     init_from: str = ""            # septimbre: BasicAMT checkpoint for the note branch (frozen);
                                    # basicamt: a checkpoint to start from (fine-tuning)
     conv2_rank: int = 0            # note branch conv2: 0 full (the paper's), else low rank (models.LowRankConv)
+    conv_kernel: int = 5           # note branch conv1 and neck: 5 x 5 (the paper's) or 3 x 3
     val_clips: int = 24
     threads: int = 2
     # septimbre: share of examples mixed on the fly from 2-4 solo clips of different programs (new
@@ -165,25 +166,38 @@ def load_basicamt_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def checkpoint_rank(ckpt: dict) -> int:
-    """conv2 rank of a checkpoint's note branch (0 = full; checkpoints before the option are full)."""
-    return int(ckpt["config"].get("conv2_rank", 0))
+def note_shape(ckpt: dict) -> dict[str, int]:
+    """The note branch's shape in a checkpoint, as build_model's keywords: conv2_rank (0 = full) and
+    conv_kernel (checkpoints from before either option have the paper's full conv2 and 5 x 5 kernels)."""
+    cfg = ckpt["config"]
+    return {"conv2_rank": int(cfg.get("conv2_rank", 0)), "conv_kernel": int(cfg.get("conv_kernel", 5))}
+
+
+# note branch weights whose kernels shrink when a 5 x 5 checkpoint starts a 3 x 3 branch
+SQUARE_KERNELS = ("notes.conv1.0.weight", "notes.neck.0.weight")
 
 
 def load_note_weights(model: torch.nn.Module, ckpt: dict, source: str | Path) -> float:
     """Load a BasicAMT checkpoint's front end and note branch into ``model`` (a BasicAMT or Septimbre).
-    A full-rank conv2 loads into a low-rank one by truncated SVD; returns the share of conv2's energy
-    kept (1.0 when the ranks match)."""
+    A full-rank conv2 loads into a low-rank one by truncated SVD, 5 x 5 kernels into 3 x 3 ones by
+    their central taps; returns the share of conv2's energy kept (1.0 when the ranks match)."""
     state = {k: v for k, v in ckpt["model"].items() if k.startswith(("front.", "notes."))}
     if not state or not any(k.startswith("notes.") for k in state):
         raise DataError(f"{source} has no note branch (not a BasicAMT checkpoint)")
-    src_rank, dst_rank = checkpoint_rank(ckpt), model.notes.conv2_rank
+    src_kernel, dst_kernel = note_shape(ckpt)["conv_kernel"], model.notes.conv_kernel
+    if src_kernel != dst_kernel:
+        if src_kernel < dst_kernel:
+            raise DataError(f"{source}: {src_kernel} x {src_kernel} kernels cannot become {dst_kernel} x {dst_kernel}")
+        cut = (src_kernel - dst_kernel) // 2
+        for key in SQUARE_KERNELS:
+            state[key] = state[key][:, :, cut:cut + dst_kernel, cut:cut + dst_kernel].clone()
+    src_rank, dst_rank = note_shape(ckpt)["conv2_rank"], model.notes.conv2_rank
     kept = 1.0
     if src_rank != dst_rank:
         if src_rank:
             raise DataError(f"{source}: conv2 rank {src_rank} cannot become rank {dst_rank} "
                             f"(only a full-rank conv2 can be factorised)")
-        full = build_model("basicamt")
+        full = build_model("basicamt", conv_kernel=src_kernel)
         full.load_state_dict(ckpt["model"])
         kept = model.notes.conv2[0].init_from_full(full.notes.conv2[0])
         state = {k: v for k, v in state.items() if not k.startswith("notes.conv2.0.")}
@@ -196,7 +210,7 @@ def load_note_weights(model: torch.nn.Module, ckpt: dict, source: str | Path) ->
 
 def model_from_checkpoint(path: str | Path) -> torch.nn.Module:
     ckpt = load_checkpoint(path)
-    model = build_model(ckpt["config"]["model"], conv2_rank=checkpoint_rank(ckpt))
+    model = build_model(ckpt["config"]["model"], **note_shape(ckpt))
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
@@ -305,17 +319,21 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
         if not config.init_from:
             raise DataError("septimbre training needs --init-from a trained BasicAMT checkpoint")
         note_ckpt = load_basicamt_checkpoint(config.init_from)
-        config.conv2_rank = checkpoint_rank(note_ckpt)     # the frozen note branch decides
-        model = build_model(config.model, conv2_rank=config.conv2_rank)
+        shape = note_shape(note_ckpt)                      # the frozen note branch decides
+        config.conv2_rank, config.conv_kernel = shape["conv2_rank"], shape["conv_kernel"]
+        model = build_model(config.model, **shape)
         load_note_weights(model, note_ckpt, config.init_from)
         for name, p in model.named_parameters():
             p.requires_grad = name.startswith("timbre.")
     else:
-        model = build_model(config.model, conv2_rank=config.conv2_rank)
+        model = build_model(config.model, conv2_rank=config.conv2_rank, conv_kernel=config.conv_kernel)
         if config.init_from and not resume:
             src = load_basicamt_checkpoint(config.init_from)
             kept = load_note_weights(model, src, config.init_from)
-            print(f"initialised from {config.init_from} (conv2 energy kept {kept:.3f})", flush=True)
+            cut = note_shape(src)["conv_kernel"] != config.conv_kernel
+            print(f"initialised from {config.init_from} (conv2 energy kept {kept:.3f}"
+                  + (f"; conv1 and neck cut to their central {config.conv_kernel} x {config.conv_kernel} taps)" if cut else ")"),
+                  flush=True)
     model = model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -328,6 +346,11 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
         if not last.exists():
             raise DataError(f"--resume: no checkpoint in {run}")
         ckpt = load_checkpoint(last)
+        if config.model == "basicamt" and note_shape(ckpt) != {"conv2_rank": config.conv2_rank,
+                                                               "conv_kernel": config.conv_kernel}:
+            shape = note_shape(ckpt)
+            raise DataError(f"--resume: the run in {run} has --conv2-rank {shape['conv2_rank']} --conv-kernel "
+                            f"{shape['conv_kernel']}; resume it with the same")
         model.load_state_dict(ckpt["model"])
         optimiser.load_state_dict(ckpt["optimiser"])
         scheduler.load_state_dict(ckpt["scheduler"])
