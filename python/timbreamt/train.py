@@ -184,14 +184,15 @@ def load_note_weights(model: torch.nn.Module, ckpt: dict, source: str | Path) ->
     state = {k: v for k, v in ckpt["model"].items() if k.startswith(("front.", "notes."))}
     if not state or not any(k.startswith("notes.") for k in state):
         raise DataError(f"{source} has no note branch (not a BasicAMT checkpoint)")
-    src_kernel, dst_kernel = note_shape(ckpt)["conv_kernel"], model.notes.conv_kernel
+    src = note_shape(ckpt)
+    src_kernel, dst_kernel = src["conv_kernel"], model.notes.conv_kernel
     if src_kernel != dst_kernel:
         if src_kernel < dst_kernel:
             raise DataError(f"{source}: {src_kernel} x {src_kernel} kernels cannot become {dst_kernel} x {dst_kernel}")
         cut = (src_kernel - dst_kernel) // 2
         for key in SQUARE_KERNELS:
             state[key] = state[key][:, :, cut:cut + dst_kernel, cut:cut + dst_kernel].clone()
-    src_rank, dst_rank = note_shape(ckpt)["conv2_rank"], model.notes.conv2_rank
+    src_rank, dst_rank = src["conv2_rank"], model.notes.conv2_rank
     kept = 1.0
     if src_rank != dst_rank:
         if src_rank:
@@ -346,9 +347,8 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
         if not last.exists():
             raise DataError(f"--resume: no checkpoint in {run}")
         ckpt = load_checkpoint(last)
-        if config.model == "basicamt" and note_shape(ckpt) != {"conv2_rank": config.conv2_rank,
-                                                               "conv_kernel": config.conv_kernel}:
-            shape = note_shape(ckpt)
+        shape = note_shape(ckpt)
+        if config.model == "basicamt" and shape != {"conv2_rank": config.conv2_rank, "conv_kernel": config.conv_kernel}:
             raise DataError(f"--resume: the run in {run} has --conv2-rank {shape['conv2_rank']} --conv-kernel "
                             f"{shape['conv_kernel']}; resume it with the same")
         model.load_state_dict(ckpt["model"])
