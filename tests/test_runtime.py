@@ -135,6 +135,21 @@ def test_transcribes_reference_mix_into_tracks(sept, reference_dir):
     result = sept.transcribe(reference_dir / "three_mix.wav", instruments=3)
     assert len(result.tracks) == 3
     assert result.n_notes >= 10
+    assert result.warnings == []
+
+
+def test_auto_saying_one_instrument_suggests_giving_n(sept, reference_dir, tmp_path):
+    """The estimate says 1 on this 3-instrument clip (a known limit): the result says how to do better,
+    in the API's warnings and on the CLI's stderr; silence (no notes) says nothing."""
+    from timbreamt.chunks import AUTO_ONE_WARNING
+
+    result = sept.transcribe(reference_dir / "three_mix.wav", instruments="auto")
+    assert len(result.tracks) == 1 and result.warnings == [AUTO_ONE_WARNING]
+    silent = sept.transcribe(np.zeros(SR * 2, np.float32), sr=SR, instruments="auto")
+    assert silent.n_notes == 0 and silent.warnings == []
+    out = subprocess.run([sys.executable, "-m", "timbreamt.cli", "transcribe", str(reference_dir / "three_mix.wav"),
+                          "-o", str(tmp_path), "--format", "json"], capture_output=True, text=True)
+    assert out.returncode == 0 and "give their number" in out.stderr and "1 track(s) (auto)" in out.stdout
     assert result.sample_rate == 44100 and abs(result.duration - 3.8255) < 0.01
     d = result.to_dict()
     assert set(d) == {"version", "model", "sample_rate", "duration", "tracks"}

@@ -98,6 +98,10 @@ def window_crop(window: Window, window_frames: int, margin: int = CROP_MARGIN_FR
     return start, end
 
 
+AUTO_ONE_WARNING = ("one instrument found automatically; if there are more, give their number "
+                    "(the estimate often says 1 on mixtures)")
+
+
 @dataclass
 class DecodeOptions:
     onset_threshold: float = 0.5
@@ -219,6 +223,9 @@ class MapAccumulator:
             del keys, emb
             if instruments == "auto":
                 k = max(1, cluster.estimate_k(note_emb))
+                if k == 1 and len(events) > 1:
+                    # measured: on held-out mixtures the estimate most often errs by saying 1
+                    warnings.append(AUTO_ONE_WARNING)
             else:
                 k = int(instruments)
                 if k < 1:
