@@ -224,7 +224,7 @@ class MapAccumulator:
             if instruments == "auto":
                 k = max(1, cluster.estimate_k(note_emb))
                 if k == 1 and len(events) > 1:
-                    # measured: on held-out mixtures the estimate most often errs by saying 1
+                    # measured: on validation and held-out mixtures the estimate most often errs by saying 1
                     warnings.append(AUTO_ONE_WARNING)
             else:
                 k = int(instruments)
