@@ -37,6 +37,15 @@ def test_bench_repeats_report_the_median(tmp_path, shipped_models):
     assert f"| {rows[0]['startup_s']:.2f} |" in table(rows).splitlines()[2]
 
 
+def test_bench_cli_rejects_zero_repeats():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "timbreamt.cli", "bench", "--repeat", "0", "--durations", "1"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "repeats must be >= 1, got 0" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_info_prints_parameter_counts():
     import subprocess
     import sys

@@ -177,10 +177,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"timbreamt: error: unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}", file=sys.stderr)
         return 2
     durations = [float(d) for d in (args.durations or "30,300,1800").split(",")]
-    if args.repeat < 1:
-        print("timbreamt: error: --repeat must be >= 1", file=sys.stderr)
+    try:
+        rows = bench(durations, systems, threads=args.threads, repeats=args.repeat)
+    except ValueError as exc:      # bench validates its arguments before any work
+        print(f"timbreamt: error: {exc}", file=sys.stderr)
         return 2
-    rows = bench(durations, systems, threads=args.threads, repeats=args.repeat)
     print()
     print(f"{args.threads} threads, each pipeline in its own process, file in -> notes out")
     print(table(rows))
