@@ -148,9 +148,24 @@ def test_train_cli_checkpoints_resumes_and_exports(tmp_path):
     assert (tmp_path / "models" / "basicamt.onnx").is_file()
     from timbreamt.onnx_meta import read_metadata
     meta = read_metadata((tmp_path / "models" / "basicamt.onnx").read_bytes())
-    assert meta["conv2_rank"] == "0" and meta["conv_kernel"] == "5"
-    r = cli("train", "basicamt", "--epochs", 3, "--resume", "--conv-kernel", 3, *common)
-    assert r.returncode != 0 and "--conv-kernel 5; resume it with the same" in r.stderr and "Traceback" not in r.stderr
+    assert meta["conv2_rank"] == "0" and meta["conv_kernel"] == "5" and meta["neck_bins"] == "252"
+    assert meta["conv2_order"] == "freq-first"
+    r = cli("train", "basicamt", "--epochs", 3, "--conv2-time-first", *common)
+    assert r.returncode == 2 and "conv2_time_first needs a low-rank conv2" in r.stderr and "Traceback" not in r.stderr
+    for flag in (["--conv-kernel", 3], ["--neck-bins", 84]):
+        r = cli("train", "basicamt", "--epochs", 3, "--resume", *flag, *common)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+        assert "has --conv2-rank 0 --conv-kernel 5 --neck-bins 252; resume it with the same" in r.stderr
+    # a time-first, one-row-per-pitch branch fine-tuned from the run: its graph passes the exporter's checks
+    pitches = tmp_path / "pitches"
+    r = cli("train", "basicamt", "--epochs", 1, "--init-from", run, "--conv2-rank", 8, "--conv2-time-first",
+            "--neck-bins", 84, *[a if a != run else pitches for a in common])
+    assert r.returncode == 0, r.stderr
+    assert "conv2 re-factorised time first" in r.stdout and "neck and heads folded to 84 rows" in r.stdout
+    r = cli("export", pitches, "--out", tmp_path / "pitch_models")
+    assert r.returncode == 0, r.stderr
+    meta = read_metadata((tmp_path / "pitch_models" / "basicamt.onnx").read_bytes())
+    assert meta["conv2_rank"] == "8" and meta["neck_bins"] == "84" and meta["conv2_order"] == "time-first"
     r = cli("train", "basicamt", "--epochs", 1, "--data", tmp_path / "nothing", "--out", run)
     assert r.returncode != 0 and "data folder not found" in r.stderr and "Traceback" not in r.stderr
     (run / "last.pt").write_bytes(b"broken")

@@ -15,9 +15,10 @@ def test_parameter_counts():
     assert 40_000 <= sept <= 50_000
 
 
+@pytest.mark.parametrize("neck_bins", C.NECK_BINS)
 @pytest.mark.parametrize("name", ["basicamt", "septimbre"])
-def test_output_shapes(name):
-    model = build_model(name).eval()
+def test_output_shapes(name, neck_bins):
+    model = build_model(name, conv2_rank=8, neck_bins=neck_bins).eval()
     with torch.no_grad():
         out = model(torch.randn(2, C.SAMPLE_RATE) * 0.1)
     frames = (C.SAMPLE_RATE - 1) // C.HOP + 1
@@ -133,9 +134,10 @@ def test_tiny_training_run_lowers_loss():
     assert C.AFFINE_K_RANGE[0] <= float(model.front.k.detach()) <= C.AFFINE_K_RANGE[1]
 
 
-def test_fused_note_heads_give_the_same_maps():
+@pytest.mark.parametrize("neck_bins", C.NECK_BINS)
+def test_fused_note_heads_give_the_same_maps(neck_bins):
     torch.manual_seed(3)
-    model = build_model("basicamt")
+    model = build_model("basicamt", neck_bins=neck_bins)
     with torch.no_grad():      # non-trivial BatchNorm statistics, so the folding is exercised
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -159,8 +161,8 @@ def test_fused_note_heads_give_the_same_maps():
 
 def test_low_rank_conv2_from_svd():
     """A full conv2 factorised at rank 24 (its full rank) gives the same maps; rank 8 keeps part of
-    its energy, has fewer parameters, and cannot be turned into another rank."""
-    from timbreamt.errors import DataError
+    its energy and has fewer parameters; a product re-factorises through its full kernel (rank 8 ->
+    rank 4 keeps less, a product -> the full convolution is exact)."""
     from timbreamt.train import load_note_weights
 
     torch.manual_seed(4)
@@ -173,15 +175,60 @@ def test_low_rank_conv2_from_svd():
         want, got = full(audio), exact(audio)
     for key in ("onset", "frame"):
         assert torch.allclose(want[key], got[key], atol=1e-5), key
-    low = build_model("basicamt", conv2_rank=8)
+    low = build_model("basicamt", conv2_rank=8).eval()
     kept = load_note_weights(low, ckpt, "full")
     assert 0.3 < kept < 1.0
     assert count_parameters(low) < count_parameters(full) - 6000
-    with pytest.raises(DataError, match="rank 8 cannot become rank 4"):
-        load_note_weights(build_model("basicamt", conv2_rank=4),
-                          {"model": low.state_dict(), "config": {"model": "basicamt", "conv2_rank": 8}}, "low")
+    low_ckpt = {"model": low.state_dict(), "config": {"model": "basicamt", "conv2_rank": 8}}
+    lower = build_model("basicamt", conv2_rank=4)
+    assert 0.1 < load_note_weights(lower, low_ckpt, "low") < 1.0
+    back = build_model("basicamt").eval()
+    assert load_note_weights(back, low_ckpt, "low") == 1.0
+    with torch.no_grad():
+        want, got = low(audio), back(audio)
+    for key in ("onset", "frame"):
+        assert torch.allclose(want[key], got[key], atol=1e-5), key
     with pytest.raises(ValueError, match="rank"):
         build_model("basicamt", conv2_rank=25)
+
+
+@pytest.mark.parametrize("time_first", [False, True])
+def test_low_rank_product_equals_its_kernel(time_first):
+    """Either order, the product is the full 25 x 3 dilated convolution of LowRankConv.kernel()."""
+    from timbreamt.models import LowRankConv, conv
+
+    torch.manual_seed(10)
+    product = LowRankConv(8, time_first=time_first)
+    with torch.no_grad():
+        for p in product.parameters():
+            p.normal_(0, 0.2)
+        weight, bias = product.kernel()
+        full = conv(16, 8, (25, 3), dilation=(3, 1))
+        full.weight.copy_(weight)
+        full.bias.copy_(bias)
+        x = torch.randn(1, 16, 90, 20)
+        assert torch.allclose(product(x), full(x), atol=1e-4)
+    assert (product.freq.in_channels, product.time.in_channels) == ((8, 16) if time_first else (16, 8))
+
+
+def test_time_first_conv2_starts_from_a_freq_first_one():
+    """A frequency-first rank-8 conv2 re-factorises time first by SVD of its kernel (part of the
+    energy kept; the rest of the branch as it was); time first needs a low rank."""
+    from timbreamt.train import load_note_weights, note_shape
+
+    torch.manual_seed(11)
+    src = build_model("basicamt", conv2_rank=8).eval()
+    ckpt = {"model": src.state_dict(), "config": {"model": "basicamt", "conv2_rank": 8}}
+    assert note_shape(ckpt)["conv2_time_first"] is False
+    dst = build_model("basicamt", conv2_rank=8, conv2_time_first=True).eval()
+    kept = load_note_weights(dst, ckpt, "src")
+    assert 0.3 < kept < 1.0
+    want, got = src.notes.conv2[0].kernel()[0], dst.notes.conv2[0].kernel()[0]
+    assert float(((want - got) ** 2).sum() / (want ** 2).sum()) == pytest.approx(1 - kept, abs=1e-4)
+    assert torch.equal(dst.notes.neck[0].weight, src.notes.neck[0].weight)
+    assert count_parameters(dst) < count_parameters(src)
+    with pytest.raises(ValueError, match="conv2_time_first needs a low-rank conv2"):
+        build_model("basicamt", conv2_time_first=True)
 
 
 def test_small_kernels_start_from_the_central_taps():
@@ -193,7 +240,7 @@ def test_small_kernels_start_from_the_central_taps():
     torch.manual_seed(6)
     big = build_model("basicamt", conv2_rank=8).eval()
     ckpt = {"model": big.state_dict(), "config": {"model": "basicamt", "conv2_rank": 8}}
-    assert note_shape(ckpt) == {"conv2_rank": 8, "conv_kernel": 5}
+    assert note_shape(ckpt) == {"conv2_rank": 8, "conv_kernel": 5, "neck_bins": 252, "conv2_time_first": False}
     small = build_model("septimbre", conv2_rank=8, conv_kernel=3)
     assert load_note_weights(small, ckpt, "big") == pytest.approx(1.0)
     for layer in ("conv1", "neck"):
@@ -208,6 +255,70 @@ def test_small_kernels_start_from_the_central_taps():
             "model": "basicamt", "conv2_rank": 8, "conv_kernel": 3}}, "small")
     with pytest.raises(ValueError, match="conv_kernel"):
         build_model("basicamt", conv_kernel=4)
+
+
+@pytest.mark.parametrize("rank", [0, 8])
+def test_pitch_neck_is_the_bin_neck_at_each_semitone_centre(rank):
+    """Loaded from a 252-row branch, the 84-row one's strided conv2 gives exactly the 252-row conv2's
+    output at bins 3j + 1 (the bin of MIDI 24 + j) in its centre phase, full or low rank, and its
+    neck, fed the bins of each semitone as phases, gives exactly the 252-row neck at those bins."""
+    from timbreamt.train import load_note_weights
+
+    torch.manual_seed(8)
+    bins = build_model("basicamt", conv2_rank=rank).eval()
+    pitches = build_model("basicamt", conv2_rank=rank, neck_bins=C.N_PITCHES).eval()
+    load_note_weights(pitches, {"model": bins.state_dict(), "config": {"model": "basicamt", "conv2_rank": rank}}, "bins")
+    x = torch.randn(1, 16, C.STACKED_BINS, 40)
+    with torch.no_grad():
+        want, got = bins.notes.conv2(x), pitches.notes.conv2(x)
+        assert got.shape == (1, 24, C.N_PITCHES, 40)
+        assert torch.allclose(got[:, 8:16], want[:, :, 1::3], atol=1e-5)
+        assert not torch.allclose(got[:, 8:16], want[:, :, 0::3], atol=1e-2)
+        feat = torch.relu(torch.randn(1, 8, C.STACKED_BINS, 40))
+        phases = torch.cat([feat[:, :, p::3] for p in range(3)], dim=1)
+        want_neck, got_neck = bins.notes.neck[0](feat), pitches.notes.neck[0](phases)
+    assert torch.allclose(got_neck, want_neck[:, :, 1::3], atol=1e-5)
+
+
+def test_pitch_neck_starts_from_a_bin_neck():
+    """A 252-row checkpoint starts an 84-row branch: front end and conv1 load as they are, conv2's
+    outputs repeat per phase, the heads' kernels fold each bin row into the nearest pitch row (sums
+    kept, taps where they belong); 5 x 5 -> 3 x 3 at the same time works; an 84-row branch cannot
+    become a 252-row one; only 252 and 84 exist."""
+    from timbreamt.errors import DataError
+    from timbreamt.train import fold_rows_to_pitches, load_note_weights, note_shape
+
+    torch.manual_seed(9)
+    bins = build_model("basicamt", conv2_rank=8).eval()
+    ckpt = {"model": bins.state_dict(), "config": {"model": "basicamt", "conv2_rank": 8}}
+    assert note_shape(ckpt) == {"conv2_rank": 8, "conv_kernel": 5, "neck_bins": 252, "conv2_time_first": False}
+    pitches = build_model("septimbre", conv2_rank=8, neck_bins=C.N_PITCHES)
+    assert load_note_weights(pitches, ckpt, "bins") == pytest.approx(1.0)
+    got, want = pitches.notes.state_dict(), bins.notes.state_dict()
+    for key in ("conv1.0.weight", "conv2.0.freq.weight"):
+        assert torch.equal(got[key], want[key]), key
+    for key in ("conv2.0.time.weight", "conv2.0.time.bias", "conv2.1.running_var"):
+        assert torch.equal(got[key], want[key].repeat(3, *[1] * (want[key].dim() - 1))), key
+    assert torch.equal(pitches.front.k, bins.front.k)
+    assert got["neck.0.weight"].shape == (16, 24, 3, 5)
+    assert torch.allclose(got["neck.0.weight"].sum((1, 2)), want["neck.0.weight"].sum((1, 2)), atol=1e-5)
+    for key in ("frame_head.weight", "onset_head.0.weight"):
+        assert got[key].shape == (*want[key].shape[:2], 3, want[key].shape[3]), key
+        assert torch.allclose(got[key].sum(2), want[key].sum(2), atol=1e-6), key
+    # the onset head's 7 bin rows (offsets -3..3) -> pitch rows -1, -1, 0, 0, 0, +1, +1
+    onset = want["onset_head.0.weight"]
+    folded = fold_rows_to_pitches(onset, 3)
+    assert torch.allclose(folded[:, :, 0], onset[:, :, 0] + onset[:, :, 1])
+    assert torch.allclose(folded[:, :, 1], onset[:, :, 2:5].sum(2))
+    assert torch.allclose(folded[:, :, 2], onset[:, :, 5] + onset[:, :, 6])
+    small = build_model("basicamt", conv2_rank=8, conv_kernel=3, neck_bins=C.N_PITCHES)
+    load_note_weights(small, ckpt, "bins")
+    assert small.notes.neck[0].weight.shape == (16, 24, 3, 3)
+    with pytest.raises(DataError, match="84-row neck cannot become a 252-row one"):
+        load_note_weights(build_model("basicamt", conv2_rank=8), {"model": pitches.state_dict(), "config": {
+            "model": "basicamt", "conv2_rank": 8, "neck_bins": 84}}, "pitches")
+    with pytest.raises(ValueError, match="neck_bins"):
+        build_model("basicamt", neck_bins=126)
 
 
 @pytest.mark.parametrize("name", ["basicamt", "septimbre"])

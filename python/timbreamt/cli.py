@@ -5,12 +5,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import constants as C
 from .errors import TimbreamtError
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from . import constants as C
-
     print(f"timbreamt {__import__('timbreamt').__version__}")
     print(f"analysis rate {C.SAMPLE_RATE} Hz, hop {C.HOP} ({C.FRAMES_PER_SECOND:.2f} frames/s), "
           f"CQT {C.N_BINS} bins from {C.FMIN} Hz, pitches MIDI {C.MIDI_MIN}-{C.MIDI_MAX}")
@@ -22,7 +21,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         for name in ("basicamt", "septimbre"):
             print(f"{name}: {count_parameters(build_model(name)):,} parameters with the paper's note branch, "
                   f"{count_parameters(build_model(name, conv2_rank=8)):,} with a rank-8 conv2, "
-                  f"{count_parameters(build_model(name, conv2_rank=8, conv_kernel=3)):,} with 3 x 3 kernels too")
+                  f"{count_parameters(build_model(name, conv2_rank=8, conv_kernel=3)):,} with 3 x 3 kernels too, "
+                  f"{count_parameters(build_model(name, conv2_rank=8, neck_bins=C.N_PITCHES)):,} with a rank-8 conv2 "
+                  f"and an 84-row neck")
     from .onnx_meta import read_metadata
     from .transcribe import default_model_path
 
@@ -30,7 +31,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         path = default_model_path(name)
         meta = read_metadata(path.read_bytes()) if path.is_file() else {}
         rank, kernel = meta.get("conv2_rank", "0" if meta else "?"), meta.get("conv_kernel", "5" if meta else "?")
-        print(f"shipped model {name}: {path} (conv2 rank {rank}, 0 = full; conv1/neck kernels {kernel} x {kernel})")
+        neck = meta.get("neck_bins", str(C.STACKED_BINS) if meta else "?")
+        print(f"shipped model {name}: {path} (conv2 rank {rank}, 0 = full; conv1/neck kernels {kernel} x {kernel}; "
+              f"neck rows {neck})")
     return 0
 
 
@@ -51,12 +54,19 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .models import build_model
     from .train import TrainConfig, train
 
     cfg = TrainConfig(model=args.model, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch,
                       segment_seconds=args.segment, lr=args.lr, seed=args.seed, init_from=args.init_from or "",
                       threads=args.threads, dynamic_mix=args.dynamic_mix, val_clips=args.val_clips,
-                      conv2_rank=args.conv2_rank, conv_kernel=args.conv_kernel)
+                      conv2_rank=args.conv2_rank, conv_kernel=args.conv_kernel, neck_bins=args.neck_bins,
+                      conv2_time_first=args.conv2_time_first)
+    try:      # the note branch's shape options, checked before any data is read
+        build_model(cfg.model, **cfg.note_shape())
+    except ValueError as exc:
+        print(f"timbreamt: error: {exc}", file=sys.stderr)
+        return 2
     record = train(args.data, args.out, cfg, val_dir=args.val, resume=args.resume, progress=not args.quiet)
     print(f"done: {record}")
     return 0
@@ -315,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--conv-kernel", type=int, default=5, choices=(3, 5),
                    help="basicamt: kernel side of the note branch's conv1 and neck (5: the paper's; a 5 x 5 "
                    "--init-from starts a 3 x 3 branch from its central taps)")
+    s.add_argument("--conv2-time-first", action="store_true",
+                   help="basicamt: a low-rank conv2's time convolution first (its 25-tap convolution then reads "
+                   "--conv2-rank channels, not 16; an --init-from conv2 is re-factorised by SVD)")
+    s.add_argument("--neck-bins", type=int, default=C.STACKED_BINS, choices=C.NECK_BINS,
+                   help="basicamt: rows of the note branch after conv2 (252: the paper's, three per semitone; "
+                   "84: one per pitch, ~2x faster; a 252-row --init-from is folded to pitches)")
     s.add_argument("--dynamic-mix", type=float, default=0.0,
                    help="septimbre: share of examples mixed on the fly from solo clips (0-1)")
     s.add_argument("--resume", action="store_true")

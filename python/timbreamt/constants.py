@@ -45,6 +45,8 @@ N_PITCHES = 84
 MIDI_MIN = 24
 MIDI_MAX = MIDI_MIN + N_PITCHES - 1   # 107
 BINS_PER_SEMITONE = 3
+# rows of the note branch after conv2: the paper's three bins per semitone, or one row per pitch
+NECK_BINS = (STACKED_BINS, N_PITCHES)
 
 EMBEDDING_DIM = 12
 

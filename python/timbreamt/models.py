@@ -107,89 +107,163 @@ def conv(cin: int, cout: int, kernel: tuple[int, int], stride: tuple[int, int] =
     return nn.Conv2d(cin, cout, kernel, stride=stride, dilation=dilation, padding=padding)
 
 
+def conv2_freq_padding(freq_stride: int) -> int:
+    """Padding of conv2's 25-tap frequency kernel (dilation 3). Stride 1: 36, output bin i centred on
+    input bin i. Stride 3 (semitone neck): 35, so output j is centred on input bin 3j + 1, the bin of
+    MIDI pitch 24 + j, and the output has 84 rows (one per pitch), the same taps as at stride 1."""
+    if freq_stride not in (1, C.BINS_PER_SEMITONE):
+        raise ValueError(f"conv2 frequency stride must be 1 or {C.BINS_PER_SEMITONE}, got {freq_stride}")
+    return 36 if freq_stride == 1 else 36 - C.BINS_PER_SEMITONE // 2
+
+
 class LowRankConv(nn.Module):
     """The note branch's 16 -> 8, 25 x 3 (dilation 3 in frequency) convolution as a rank-``rank``
     product: a frequency-only convolution 16 -> rank (25 x 1, dilated) then a time-only one rank -> 8
-    (1 x 3). Rank 24 represents every full kernel; rank 8 costs 3,392 multiply-adds per (bin, frame)
-    instead of 9,600. Why: the full convolution was 48% of BasicAMT's onnxruntime time."""
+    (1 x 3), or with ``time_first`` the time-only one 16 -> rank then the frequency-only one rank -> 8.
+    Freq first, rank 24 represents every full kernel; rank 8 costs 3,392 multiply-adds per (bin, frame)
+    (1,984 time first) instead of 9,600. Why: the full convolution was 48% of BasicAMT's
+    onnxruntime time. Why time first: onnxruntime's blocked layout pads channels to 16, so the 25-tap
+    convolution costs about its input channels x 16; time first it reads ``rank`` channels, not 16."""
 
-    def __init__(self, rank: int) -> None:
+    def __init__(self, rank: int, freq_stride: int = 1, out_channels: int = 8, time_first: bool = False) -> None:
         super().__init__()
         if not 1 <= rank <= 24:
             raise ValueError(f"conv2 rank must be 1..24, got {rank}")
         self.rank = rank
-        self.freq = nn.Conv2d(16, rank, (25, 1), dilation=(3, 1), padding=(36, 0), bias=False)
-        self.time = nn.Conv2d(rank, 8, (1, 3), padding=(0, 1))
+        self.time_first = time_first
+        freq_in, freq_out = (rank, out_channels) if time_first else (16, rank)
+        self.freq = nn.Conv2d(freq_in, freq_out, (25, 1), stride=(freq_stride, 1), dilation=(3, 1),
+                              padding=(conv2_freq_padding(freq_stride), 0), bias=time_first)
+        self.time = nn.Conv2d(16, rank, (1, 3), padding=(0, 1), bias=False) if time_first else \
+            nn.Conv2d(rank, out_channels, (1, 3), padding=(0, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.time(self.freq(x))
+        return self.freq(self.time(x)) if self.time_first else self.time(self.freq(x))
 
     @torch.no_grad()
-    def init_from_full(self, full: nn.Conv2d) -> float:
-        """Set both factors from a full 16 -> 8 (25 x 3) kernel by truncated SVD (the best rank-r
+    def kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The full convolution this product equals: weight (out, 16, 25, 3) and bias (out,)."""
+        freq, time = self.freq.weight[..., 0].double(), self.time.weight[:, :, 0].double()
+        if self.time_first:     # freq (out, r, 25), time (r, 16, 3)
+            return torch.einsum("orf,rct->ocft", freq, time).float(), self.freq.bias.detach().clone()
+        # time (out, r, 3), freq (r, 16, 25)
+        return torch.einsum("ort,rcf->ocft", time, freq).float(), self.time.bias.detach().clone()
+
+    @torch.no_grad()
+    def init_from_kernel(self, weight: torch.Tensor, bias: torch.Tensor) -> float:
+        """Set both factors from a full (8, 16, 25, 3) kernel by truncated SVD (the best rank-r
         approximation in the least-squares sense); returns the share of the kernel's energy kept."""
-        w = full.weight.detach().double()                                   # (8, 16, 25, 3)
-        m = w.permute(0, 3, 1, 2).reshape(8 * 3, 16 * 25)                   # rows (out, time), cols (in, freq)
-        u, s, vt = torch.linalg.svd(m, full_matrices=False)
-        r = self.rank
-        root = torch.sqrt(s[:r])
-        self.freq.weight.copy_((root[:, None] * vt[:r]).reshape(r, 16, 25, 1).float())
-        self.time.weight.copy_((u[:, :r] * root).reshape(8, 3, r).permute(0, 2, 1)[:, :, None, :].float())
-        self.time.bias.copy_(full.bias.detach())
+        out = (self.freq if self.time_first else self.time).out_channels
+        if out != 8 or weight.shape != (8, 16, 25, 3):
+            raise ValueError("a conv2 kernel (8, 16, 25, 3) initialises an 8-output product")
+        w, r = weight.detach().double(), self.rank
+        if self.time_first:     # rows (out, freq), cols (in, time)
+            u, s, vt = torch.linalg.svd(w.permute(0, 2, 1, 3).reshape(8 * 25, 16 * 3), full_matrices=False)
+            root = torch.sqrt(s[:r])
+            self.freq.weight.copy_((u[:, :r] * root).reshape(8, 25, r).permute(0, 2, 1)[..., None].float())
+            self.time.weight.copy_((root[:, None] * vt[:r]).reshape(r, 16, 1, 3).float())
+            self.freq.bias.copy_(bias)
+        else:                   # rows (out, time), cols (in, freq)
+            u, s, vt = torch.linalg.svd(w.permute(0, 3, 1, 2).reshape(8 * 3, 16 * 25), full_matrices=False)
+            root = torch.sqrt(s[:r])
+            self.freq.weight.copy_((root[:, None] * vt[:r]).reshape(r, 16, 25, 1).float())
+            self.time.weight.copy_((u[:, :r] * root).reshape(8, 3, r).permute(0, 2, 1)[:, :, None, :].float())
+            self.time.bias.copy_(bias)
         return float((s[:r] ** 2).sum() / (s ** 2).sum())
+
+    def init_from_full(self, full: nn.Conv2d) -> float:
+        """init_from_kernel from the paper's full 16 -> 8 convolution."""
+        return self.init_from_kernel(full.weight, full.bias)
 
 
 class NoteBranch(nn.Module):
     """stacked (B, 8, 252, T) -> onset, frame probabilities (B, 84, T).
 
-    conv2_rank: 0 for the paper's full 25 x 3 dilated convolution, else a LowRankConv of that rank.
+    conv2_rank: 0 for the paper's full 25 x 3 dilated convolution, else a LowRankConv of that rank
+    (conv2_time_first: its time convolution first).
     conv_kernel: side of the square kernels of conv1 and the neck, 5 (the paper's) or 3. Why 3: in
     onnxruntime's blocked layout these 8 -> 16 convolutions cost about their kernel area; 3 x 3 makes the
-    note branch ~17% faster and a whole window ~10% (measured, 2 threads), for a little accuracy (model card)."""
+    note branch ~17% faster and a whole window ~10% (measured, 2 threads), for a little accuracy (model card).
+    neck_bins: rows of everything after conv2: 252 (the paper's: three bins per semitone down to the
+    heads, which stride 3 to pitches) or 84, one row per pitch, the three bins of a semitone as three
+    groups of channels ("phases"): conv2 strides 3 (its taps centred on each semitone's centre bin
+    3j + 1, computed for a third of the rows) and gives 8 channels per phase; the residual is the stacked
+    input's bins 3j, 3j + 1, 3j + 2 as 24 channels; the neck (24 -> 16, 3 rows) reaches the same bins as
+    the paper's 5 x 5 one does from the centre bin; the heads work on pitches with 3-row kernels. Why 84:
+    onnxruntime's time is in the convolutions after conv1, about in proportion to the rows they compute
+    (the maps are memory-bound at 16 x 252 bins); model card: accuracy and speed."""
 
-    def __init__(self, conv2_rank: int = 0, conv_kernel: int = 5) -> None:
+    def __init__(self, conv2_rank: int = 0, conv_kernel: int = 5, neck_bins: int = C.STACKED_BINS,
+                 conv2_time_first: bool = False) -> None:
         super().__init__()
+        if conv2_time_first and not conv2_rank:
+            raise ValueError("conv2_time_first needs a low-rank conv2 (conv2_rank >= 1)")
         if conv_kernel not in (3, 5):
             raise ValueError(f"conv_kernel must be 3 or 5, got {conv_kernel}")
+        if neck_bins not in C.NECK_BINS:
+            raise ValueError(f"neck_bins must be one of {C.NECK_BINS}, got {neck_bins}")
         self.conv2_rank = conv2_rank
         self.conv_kernel = conv_kernel
+        self.neck_bins = neck_bins
+        self.conv2_time_first = conv2_time_first
+        pitch_neck = neck_bins == C.N_PITCHES
+        # conv2 strides from bins to pitches when the neck is at pitches (else the heads do), and then
+        # gives 8 channels for each of a semitone's bins
+        self.phases = C.BINS_PER_SEMITONE if pitch_neck else 1
+        neck_in = 8 * self.phases
         square = (conv_kernel, conv_kernel)
         self.conv1 = nn.Sequential(conv(8, 16, square), nn.BatchNorm2d(16), nn.LeakyReLU(0.1))
-        conv2 = LowRankConv(conv2_rank) if conv2_rank else conv(16, 8, (25, 3), dilation=(3, 1))
-        self.conv2 = nn.Sequential(conv2, nn.BatchNorm2d(8))
-        self.neck = nn.Sequential(conv(8, 16, square), nn.BatchNorm2d(16), nn.ReLU())
-        self.frame_head = conv(16, 1, (5, 5), stride=(3, 1), padding=(1, 2))
-        self.onset_head = nn.Sequential(conv(16, 7, (7, 3), stride=(3, 1), padding=(2, 1)),
-                                        nn.BatchNorm2d(7), nn.ReLU())
+        if conv2_rank:
+            conv2 = LowRankConv(conv2_rank, self.phases, neck_in, conv2_time_first)
+        else:
+            conv2 = conv(16, neck_in, (25, 3), stride=(self.phases, 1), dilation=(3, 1),
+                         padding=(conv2_freq_padding(self.phases), 1))
+        self.conv2 = nn.Sequential(conv2, nn.BatchNorm2d(neck_in))
+        if pitch_neck:
+            self.neck = nn.Sequential(conv(neck_in, 16, (3, conv_kernel)), nn.BatchNorm2d(16), nn.ReLU())
+            self.frame_head = conv(16, 1, (3, 5))
+            self.onset_head = nn.Sequential(conv(16, 7, (3, 3)), nn.BatchNorm2d(7), nn.ReLU())
+        else:
+            self.neck = nn.Sequential(conv(8, 16, square), nn.BatchNorm2d(16), nn.ReLU())
+            self.frame_head = conv(16, 1, (5, 5), stride=(3, 1), padding=(1, 2))
+            self.onset_head = nn.Sequential(conv(16, 7, (7, 3), stride=(3, 1), padding=(2, 1)),
+                                            nn.BatchNorm2d(7), nn.ReLU())
         self.onset_out = conv(8, 1, (3, 5))
         self.fused_heads: nn.Conv2d | None = None      # inference only, see fuse_heads()
 
     @torch.no_grad()
     def fuse_heads(self) -> None:
         """For inference (export): merge the onset head (BatchNorm folded in) and the frame head into
-        one 16 -> 8 convolution, kernel 7 x 5, stride 3 in frequency: channels 0-6 the onset features
-        before their ReLU, channel 7 the frame logits. The same sums up to float rounding (each head's
-        kernel sits zero-padded in the larger one, centred on the same input rows and frames). Why: in
-        onnxruntime's profile of one window the 1-channel frame head took 9% of BasicAMT's time, more
-        than twice the 7-channel onset head with 6x its operations (its blocked layout pads outputs to
-        8 channels). Training code never calls this."""
+        one 16 -> 8 convolution (kernel: the larger of the two in each axis, same stride): channels 0-6
+        the onset features before their ReLU, channel 7 the frame logits. The same sums up to float
+        rounding (each head's kernel sits zero-padded in the larger one, centred on the same input rows
+        and frames). Why: in onnxruntime's profile of one window the 1-channel frame head took 9% of
+        BasicAMT's time, more than twice the 7-channel onset head with 6x its operations (its blocked
+        layout pads outputs to 8 channels). Training code never calls this."""
         if self.training:
             raise RuntimeError("fuse_heads() is for inference: call .eval() first")
-        head, bn = self.onset_head[0], self.onset_head[1]
+        onset, bn, frame = self.onset_head[0], self.onset_head[1], self.frame_head
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        onset_w = head.weight * scale[:, None, None, None]            # (7, 16, 7, 3)
-        onset_b = (head.bias - bn.running_mean) * scale + bn.bias
-        fused = nn.Conv2d(16, 8, (7, 5), stride=(3, 1), padding=(2, 2))
+        onset_w = onset.weight * scale[:, None, None, None]
+        onset_b = (onset.bias - bn.running_mean) * scale + bn.bias
+        kernel = tuple(max(a, b) for a, b in zip(onset.kernel_size, frame.kernel_size))
+        padding = tuple(max(a, b) for a, b in zip(onset.padding, frame.padding))
+        fused = nn.Conv2d(16, 8, kernel, stride=onset.stride, padding=padding)
         fused.weight.zero_()
-        fused.weight[:7, :, :, 1:4] = onset_w                          # onset: padding (2, 1) -> rows 0-6, frames 1-3
-        fused.weight[7, :, 1:6, :] = self.frame_head.weight[0]         # frame: padding (1, 2) -> rows 1-5, frames 0-4
+        for channels, head, w in ((slice(0, 7), onset, onset_w), (slice(7, 8), frame, frame.weight)):
+            # a head with less padding starts that many rows / frames further into the fused kernel
+            r0, c0 = padding[0] - head.padding[0], padding[1] - head.padding[1]
+            fused.weight[channels, :, r0:r0 + head.kernel_size[0], c0:c0 + head.kernel_size[1]] = w
         fused.bias[:7] = onset_b
-        fused.bias[7] = self.frame_head.bias[0]
+        fused.bias[7] = frame.bias[0]
         fused.requires_grad_(False)
         self.fused_heads = fused
 
     def forward_logits(self, stacked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = F.relu(self.conv2(self.conv1(stacked)) + stacked)
+        # the residual at the neck's rows: every bin, or per pitch its three bins as channel groups
+        p = self.phases
+        skip = stacked if p == 1 else torch.cat([stacked[:, :, phase::p] for phase in range(p)], dim=1)
+        x = F.relu(self.conv2(self.conv1(stacked)) + skip)
         x = self.neck(x)
         if self.fused_heads is not None:
             heads = self.fused_heads(x)
@@ -262,10 +336,11 @@ class TimbreEncoder(nn.Module):
 class BasicAMT(nn.Module):
     """Timbre-agnostic note model (~19k parameters; ~13k with conv2_rank 8, ~9k with 3 x 3 kernels too)."""
 
-    def __init__(self, norm: str = "window", conv2_rank: int = 0, conv_kernel: int = 5) -> None:
+    def __init__(self, norm: str = "window", **note_shape) -> None:
+        """note_shape: NoteBranch's keywords (conv2_rank, conv_kernel, neck_bins, conv2_time_first)."""
         super().__init__()
         self.front = FrontEnd(norm)
-        self.notes = NoteBranch(conv2_rank, conv_kernel)
+        self.notes = NoteBranch(**note_shape)
 
     def note_logits(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features (B, 288, T) -> onset, frame logits (B, 84, T), through the note branch's affine."""
@@ -287,8 +362,8 @@ class BasicAMT(nn.Module):
 class Septimbre(BasicAMT):
     """Note branch plus timbre encoder (~45k parameters; ~39k with conv2_rank 8)."""
 
-    def __init__(self, norm: str = "window", conv2_rank: int = 0, conv_kernel: int = 5) -> None:
-        super().__init__(norm, conv2_rank, conv_kernel)
+    def __init__(self, norm: str = "window", **note_shape) -> None:
+        super().__init__(norm, **note_shape)
         self.timbre = TimbreEncoder()
 
     def forward_logits(self, audio: torch.Tensor, crop: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -318,12 +393,12 @@ class Septimbre(BasicAMT):
 MODELS = {"basicamt": BasicAMT, "septimbre": Septimbre}
 
 
-def build_model(name: str, norm: str = "window", conv2_rank: int = 0, conv_kernel: int = 5) -> BasicAMT:
-    """Make an untrained model by name ('basicamt' or 'septimbre'); conv2_rank, conv_kernel: the note
-    branch's shape, see NoteBranch."""
+def build_model(name: str, norm: str = "window", **note_shape) -> BasicAMT:
+    """Make an untrained model by name ('basicamt' or 'septimbre'); note_shape: the note branch's
+    keywords (conv2_rank, conv_kernel, neck_bins, conv2_time_first), see NoteBranch."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[name](norm, conv2_rank, conv_kernel)
+    return MODELS[name](norm, **note_shape)
 
 
 def count_parameters(model: nn.Module) -> int:

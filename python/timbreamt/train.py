@@ -21,7 +21,7 @@ from . import constants as C
 from .data import add_source, list_clips, load_clip, piano_rolls, scale_peak
 from .errors import DataError
 from .losses import info_nce, note_loss
-from .models import build_model, count_parameters
+from .models import LowRankConv, build_model, count_parameters
 
 
 @dataclass
@@ -39,6 +39,13 @@ class TrainConfig:
                                    # basicamt: a checkpoint to start from (fine-tuning)
     conv2_rank: int = 0            # note branch conv2: 0 full (the paper's), else low rank (models.LowRankConv)
     conv_kernel: int = 5           # note branch conv1 and neck: 5 x 5 (the paper's) or 3 x 3
+    neck_bins: int = 252           # note branch rows after conv2: 252 (the paper's) or 84 (one per pitch)
+    conv2_time_first: bool = False  # low-rank conv2: its time convolution first
+
+    def note_shape(self) -> dict:
+        """The note branch's shape asked for, as build_model's keywords."""
+        return {"conv2_rank": self.conv2_rank, "conv_kernel": self.conv_kernel, "neck_bins": self.neck_bins,
+                "conv2_time_first": self.conv2_time_first}
     val_clips: int = 24
     threads: int = 2
     # septimbre: share of examples mixed on the fly from 2-4 solo clips of different programs (new
@@ -166,21 +173,62 @@ def load_basicamt_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def note_shape(ckpt: dict) -> dict[str, int]:
-    """The note branch's shape in a checkpoint, as build_model's keywords: conv2_rank (0 = full) and
-    conv_kernel (checkpoints from before either option have the paper's full conv2 and 5 x 5 kernels)."""
+def note_shape(ckpt: dict) -> dict:
+    """The note branch's shape in a checkpoint, as build_model's keywords: conv2_rank (0 = full),
+    conv_kernel, neck_bins and conv2_time_first (checkpoints from before these options have the
+    paper's full conv2, 5 x 5 kernels and a 252-bin neck)."""
     cfg = ckpt["config"]
-    return {"conv2_rank": int(cfg.get("conv2_rank", 0)), "conv_kernel": int(cfg.get("conv_kernel", 5))}
+    return {"conv2_rank": int(cfg.get("conv2_rank", 0)), "conv_kernel": int(cfg.get("conv_kernel", 5)),
+            "neck_bins": int(cfg.get("neck_bins", C.STACKED_BINS)),
+            "conv2_time_first": bool(cfg.get("conv2_time_first", False))}
+
+
+def shape_flags(shape: dict) -> str:
+    """A note branch shape as the train command's flags (for error messages)."""
+    return (f"--conv2-rank {shape['conv2_rank']} --conv-kernel {shape['conv_kernel']} --neck-bins {shape['neck_bins']}"
+            + (" --conv2-time-first" if shape["conv2_time_first"] else ""))
 
 
 # note branch weights whose kernels shrink when a 5 x 5 checkpoint starts a 3 x 3 branch
 SQUARE_KERNELS = ("notes.conv1.0.weight", "notes.neck.0.weight")
+# the heads' kernels, which span bins in a 252-row neck and pitches in an 84-row one
+HEAD_KERNELS = ("notes.frame_head.weight", "notes.onset_head.0.weight")
+
+
+def fold_rows_to_pitches(weight: torch.Tensor, rows: int) -> torch.Tensor:
+    """A kernel over bins (out, in, R, W) -> one over pitches (out, in, rows, W): each bin's taps go to
+    the pitch row nearest to them (bin offset d from the centre -> pitch offset round(d / 3)), which is
+    exact for maps that do not change within a semitone: the start of a fine-tune, not a conversion."""
+    src_rows = weight.shape[2]
+    out = weight.new_zeros(weight.shape[0], weight.shape[1], rows, weight.shape[3])
+    for r in range(src_rows):
+        dst = rows // 2 + round((r - src_rows // 2) / C.BINS_PER_SEMITONE)
+        out[:, :, min(max(dst, 0), rows - 1)] += weight[:, :, r]
+    return out
+
+
+def neck_to_phases(weight: torch.Tensor) -> torch.Tensor:
+    """The paper's neck kernel over bins (16, 8, R, W), R <= 5 -> the pitch neck's (16, 24, 3, W) over
+    the phase channels (phase p, channel c -> input channel 8p + c). Exact at each semitone's centre
+    bin 3j + 1: its input bin 3j + 1 + d is phase (1 + d) mod 3 of pitch j + floor((1 + d) / 3)."""
+    out_ch, in_ch, src_rows, width = weight.shape
+    phases = C.BINS_PER_SEMITONE
+    out = weight.new_zeros(out_ch, in_ch * phases, 3, width)
+    for r in range(src_rows):
+        shifted = phases // 2 + r - src_rows // 2            # input bin relative to the semitone's first bin
+        phase, row = shifted % phases, 1 + shifted // phases
+        if not 0 <= row < 3:
+            raise ValueError(f"a {src_rows}-row neck kernel reaches beyond the neighbouring pitches")
+        out[:, phase * in_ch:(phase + 1) * in_ch, row] += weight[:, :, r]
+    return out
 
 
 def load_note_weights(model: torch.nn.Module, ckpt: dict, source: str | Path) -> float:
     """Load a BasicAMT checkpoint's front end and note branch into ``model`` (a BasicAMT or Septimbre).
     A full-rank conv2 loads into a low-rank one by truncated SVD, 5 x 5 kernels into 3 x 3 ones by
-    their central taps; returns the share of conv2's energy kept (1.0 when the ranks match)."""
+    their central taps, a 252-row neck into an 84-row one (conv2's 8 outputs for each of the three
+    phases, the neck by neck_to_phases, the heads by fold_rows_to_pitches); returns the share of conv2's
+    energy kept (1.0 when the ranks match)."""
     state = {k: v for k, v in ckpt["model"].items() if k.startswith(("front.", "notes."))}
     if not state or not any(k.startswith("notes.") for k in state):
         raise DataError(f"{source} has no note branch (not a BasicAMT checkpoint)")
@@ -193,17 +241,41 @@ def load_note_weights(model: torch.nn.Module, ckpt: dict, source: str | Path) ->
         for key in SQUARE_KERNELS:
             state[key] = state[key][:, :, cut:cut + dst_kernel, cut:cut + dst_kernel].clone()
     src_rank, dst_rank = src["conv2_rank"], model.notes.conv2_rank
+    src_bins, dst_bins = src["neck_bins"], model.notes.neck_bins
     kept = 1.0
-    if src_rank != dst_rank:
+    if (src_rank, src["conv2_time_first"]) != (dst_rank, model.notes.conv2_time_first):
+        # through the full kernel the source's conv2 equals: re-factorised by truncated SVD
+        if src_bins != C.STACKED_BINS:
+            raise DataError(f"{source}: conv2's rank or order can change only from a {C.STACKED_BINS}-row neck")
+        conv2 = {k.removeprefix("notes.conv2.0."): v for k, v in state.items() if k.startswith("notes.conv2.0.")}
         if src_rank:
-            raise DataError(f"{source}: conv2 rank {src_rank} cannot become rank {dst_rank} "
-                            f"(only a full-rank conv2 can be factorised)")
-        full = build_model("basicamt", conv_kernel=src_kernel)
-        full.load_state_dict(ckpt["model"])
-        kept = model.notes.conv2[0].init_from_full(full.notes.conv2[0])
+            product = LowRankConv(src_rank, time_first=src["conv2_time_first"])
+            product.load_state_dict(conv2)
+            weight, bias = product.kernel()
+        else:
+            weight, bias = conv2["weight"], conv2["bias"]
         state = {k: v for k, v in state.items() if not k.startswith("notes.conv2.0.")}
+        if dst_rank:
+            product = LowRankConv(dst_rank, time_first=model.notes.conv2_time_first)
+            kept = product.init_from_kernel(weight, bias)
+            conv2 = product.state_dict()
+        else:
+            conv2 = {"weight": weight, "bias": bias}
+        state.update({f"notes.conv2.0.{k}": v for k, v in conv2.items()})
+    if src_bins != dst_bins:
+        if src_bins < dst_bins:
+            raise DataError(f"{source}: a {src_bins}-row neck cannot become a {dst_bins}-row one")
+        # conv2's outputs (its last convolution and its BatchNorm) repeat for each phase: exact for the
+        # centre bin's phase, a start for its neighbours (whose taps sit one bin off)
+        last = "notes.conv2.0." if not dst_rank else (
+            "notes.conv2.0.freq." if model.notes.conv2_time_first else "notes.conv2.0.time.")
+        for key in [k for k in state if k.startswith((last, "notes.conv2.1.")) and state[k].dim() > 0]:
+            state[key] = state[key].repeat(C.BINS_PER_SEMITONE, *[1] * (state[key].dim() - 1))
+        state["notes.neck.0.weight"] = neck_to_phases(state["notes.neck.0.weight"])
+        for key in HEAD_KERNELS:
+            state[key] = fold_rows_to_pitches(state[key], 3)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    wrong = [k for k in missing if k.startswith(("front.", "notes.")) and not k.startswith("notes.conv2.0.")]
+    wrong = [k for k in missing if k.startswith(("front.", "notes."))]
     if unexpected or wrong:
         raise DataError(f"{source} does not fit this note branch: {(unexpected or wrong)[0]}")
     return kept
@@ -321,20 +393,25 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
             raise DataError("septimbre training needs --init-from a trained BasicAMT checkpoint")
         note_ckpt = load_basicamt_checkpoint(config.init_from)
         shape = note_shape(note_ckpt)                      # the frozen note branch decides
-        config.conv2_rank, config.conv_kernel = shape["conv2_rank"], shape["conv_kernel"]
+        for key, value in shape.items():
+            setattr(config, key, value)
         model = build_model(config.model, **shape)
         load_note_weights(model, note_ckpt, config.init_from)
         for name, p in model.named_parameters():
             p.requires_grad = name.startswith("timbre.")
     else:
-        model = build_model(config.model, conv2_rank=config.conv2_rank, conv_kernel=config.conv_kernel)
+        model = build_model(config.model, **config.note_shape())
         if config.init_from and not resume:
             src = load_basicamt_checkpoint(config.init_from)
             kept = load_note_weights(model, src, config.init_from)
-            cut = note_shape(src)["conv_kernel"] != config.conv_kernel
-            print(f"initialised from {config.init_from} (conv2 energy kept {kept:.3f}"
-                  + (f"; conv1 and neck cut to their central {config.conv_kernel} x {config.conv_kernel} taps)" if cut else ")"),
-                  flush=True)
+            changes = [f"conv2 energy kept {kept:.3f}"]
+            if note_shape(src)["conv2_time_first"] != config.conv2_time_first:
+                changes.append("conv2 re-factorised " + ("time first" if config.conv2_time_first else "frequency first"))
+            if note_shape(src)["conv_kernel"] != config.conv_kernel:
+                changes.append(f"conv1 and neck cut to their central {config.conv_kernel} x {config.conv_kernel} taps")
+            if note_shape(src)["neck_bins"] != config.neck_bins:
+                changes.append(f"neck and heads folded to {config.neck_bins} rows")
+            print(f"initialised from {config.init_from} ({'; '.join(changes)})", flush=True)
     model = model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -348,9 +425,8 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
             raise DataError(f"--resume: no checkpoint in {run}")
         ckpt = load_checkpoint(last)
         shape = note_shape(ckpt)
-        if config.model == "basicamt" and shape != {"conv2_rank": config.conv2_rank, "conv_kernel": config.conv_kernel}:
-            raise DataError(f"--resume: the run in {run} has --conv2-rank {shape['conv2_rank']} --conv-kernel "
-                            f"{shape['conv_kernel']}; resume it with the same")
+        if config.model == "basicamt" and shape != config.note_shape():
+            raise DataError(f"--resume: the run in {run} has {shape_flags(shape)}; resume it with the same")
         model.load_state_dict(ckpt["model"])
         optimiser.load_state_dict(ckpt["optimiser"])
         scheduler.load_state_dict(ckpt["scheduler"])
