@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "--conv2-rank channels, not 16; an --init-from conv2 is re-factorised by SVD)")
     s.add_argument("--neck-bins", type=int, default=C.STACKED_BINS, choices=C.NECK_BINS,
                    help="basicamt: rows of the note branch after conv2 (252: the paper's, three per semitone; "
-                   "84: one per pitch, ~2x faster; a 252-row --init-from is folded to pitches)")
+                   "84: one per pitch, ~20%% faster windows, less accurate; a 252-row --init-from is folded to pitches)")
     s.add_argument("--dynamic-mix", type=float, default=0.0,
                    help="septimbre: share of examples mixed on the fly from solo clips (0-1)")
     s.add_argument("--resume", action="store_true")

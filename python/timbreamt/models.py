@@ -191,7 +191,7 @@ class NoteBranch(nn.Module):
     input's bins 3j, 3j + 1, 3j + 2 as 24 channels; the neck (24 -> 16, 3 rows) reaches the same bins as
     the paper's 5 x 5 one does from the centre bin; the heads work on pitches with 3-row kernels. Why 84:
     onnxruntime's time is in the convolutions after conv1, about in proportion to the rows they compute
-    (the maps are memory-bound at 16 x 252 bins); model card: accuracy and speed."""
+    (model card: accuracy and speed)."""
 
     def __init__(self, conv2_rank: int = 0, conv_kernel: int = 5, neck_bins: int = C.STACKED_BINS,
                  conv2_time_first: bool = False) -> None:

@@ -41,16 +41,16 @@ class TrainConfig:
     conv_kernel: int = 5           # note branch conv1 and neck: 5 x 5 (the paper's) or 3 x 3
     neck_bins: int = 252           # note branch rows after conv2: 252 (the paper's) or 84 (one per pitch)
     conv2_time_first: bool = False  # low-rank conv2: its time convolution first
-
-    def note_shape(self) -> dict:
-        """The note branch's shape asked for, as build_model's keywords."""
-        return {"conv2_rank": self.conv2_rank, "conv_kernel": self.conv_kernel, "neck_bins": self.neck_bins,
-                "conv2_time_first": self.conv2_time_first}
     val_clips: int = 24
     threads: int = 2
     # septimbre: share of examples mixed on the fly from 2-4 solo clips of different programs (new
     # instrument combinations every step, instead of the fixed mixtures rendered once)
     dynamic_mix: float = 0.0
+
+    def note_shape(self) -> dict:
+        """The note branch's shape asked for, as build_model's keywords."""
+        return {"conv2_rank": self.conv2_rank, "conv_kernel": self.conv_kernel, "neck_bins": self.neck_bins,
+                "conv2_time_first": self.conv2_time_first}
 
 
 class ClipSampler:
@@ -225,10 +225,10 @@ def neck_to_phases(weight: torch.Tensor) -> torch.Tensor:
 
 def load_note_weights(model: torch.nn.Module, ckpt: dict, source: str | Path) -> float:
     """Load a BasicAMT checkpoint's front end and note branch into ``model`` (a BasicAMT or Septimbre).
-    A full-rank conv2 loads into a low-rank one by truncated SVD, 5 x 5 kernels into 3 x 3 ones by
-    their central taps, a 252-row neck into an 84-row one (conv2's 8 outputs for each of the three
-    phases, the neck by neck_to_phases, the heads by fold_rows_to_pitches); returns the share of conv2's
-    energy kept (1.0 when the ranks match)."""
+    A conv2 of another rank or order is re-factorised through the full kernel it equals (truncated
+    SVD), 5 x 5 kernels load into 3 x 3 ones by their central taps, a 252-row neck into an 84-row one
+    (conv2's 8 outputs for each of the three phases, the neck by neck_to_phases, the heads by
+    fold_rows_to_pitches); returns the share of conv2's energy kept (1.0 when conv2 is unchanged)."""
     state = {k: v for k, v in ckpt["model"].items() if k.startswith(("front.", "notes."))}
     if not state or not any(k.startswith("notes.") for k in state):
         raise DataError(f"{source} has no note branch (not a BasicAMT checkpoint)")
@@ -404,12 +404,13 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
         if config.init_from and not resume:
             src = load_basicamt_checkpoint(config.init_from)
             kept = load_note_weights(model, src, config.init_from)
+            src_shape = note_shape(src)
             changes = [f"conv2 energy kept {kept:.3f}"]
-            if note_shape(src)["conv2_time_first"] != config.conv2_time_first:
+            if src_shape["conv2_time_first"] != config.conv2_time_first:
                 changes.append("conv2 re-factorised " + ("time first" if config.conv2_time_first else "frequency first"))
-            if note_shape(src)["conv_kernel"] != config.conv_kernel:
+            if src_shape["conv_kernel"] != config.conv_kernel:
                 changes.append(f"conv1 and neck cut to their central {config.conv_kernel} x {config.conv_kernel} taps")
-            if note_shape(src)["neck_bins"] != config.neck_bins:
+            if src_shape["neck_bins"] != config.neck_bins:
                 changes.append(f"neck and heads folded to {config.neck_bins} rows")
             print(f"initialised from {config.init_from} ({'; '.join(changes)})", flush=True)
     model = model.to(device)
