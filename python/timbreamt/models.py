@@ -171,10 +171,6 @@ class LowRankConv(nn.Module):
             self.time.bias.copy_(bias)
         return float((s[:r] ** 2).sum() / (s ** 2).sum())
 
-    def init_from_full(self, full: nn.Conv2d) -> float:
-        """init_from_kernel from the paper's full 16 -> 8 convolution."""
-        return self.init_from_kernel(full.weight, full.bias)
-
 
 class NoteBranch(nn.Module):
     """stacked (B, 8, 252, T) -> onset, frame probabilities (B, 84, T).
