@@ -158,14 +158,21 @@ def test_train_cli_checkpoints_resumes_and_exports(tmp_path):
         assert "has --conv2-rank 0 --conv-kernel 5 --neck-bins 252; resume it with the same" in r.stderr
     # a time-first, one-row-per-pitch branch fine-tuned from the run: its graph passes the exporter's checks
     pitches = tmp_path / "pitches"
+    # ... distilled from that run (the teacher a 252-row, full-conv2 branch)
     r = cli("train", "basicamt", "--epochs", 1, "--init-from", run, "--conv2-rank", 8, "--conv2-time-first",
-            "--neck-bins", 84, *[a if a != run else pitches for a in common])
+            "--neck-bins", 84, "--teacher", run, "--distill", 0.5, *[a if a != run else pitches for a in common])
     assert r.returncode == 0, r.stderr
     assert "conv2 re-factorised time first" in r.stdout and "neck and heads folded to 84 rows" in r.stdout
+    assert f"distilling from {run} (" in r.stdout and "weight 0.5" in r.stdout
     r = cli("export", pitches, "--out", tmp_path / "pitch_models")
     assert r.returncode == 0, r.stderr
     meta = read_metadata((tmp_path / "pitch_models" / "basicamt.onnx").read_bytes())
     assert meta["conv2_rank"] == "8" and meta["neck_bins"] == "84" and meta["conv2_order"] == "time-first"
+    for bad, message in ((["septimbre", "--init-from", run, "--teacher", run], "it trains basicamt only"),
+                         (["basicamt", "--teacher", run, "--distill", 0], "--distill must be > 0, got 0.0"),
+                         (["basicamt", "--teacher", tmp_path / "no_run"], "checkpoint not found")):
+        r = cli("train", *bad, "--epochs", 1, *[a if a != run else tmp_path / "unused" for a in common])
+        assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = cli("train", "basicamt", "--epochs", 1, "--data", tmp_path / "nothing", "--out", run)
     assert r.returncode != 0 and "data folder not found" in r.stderr and "Traceback" not in r.stderr
     (run / "last.pt").write_bytes(b"broken")

@@ -4,7 +4,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from timbreamt import constants as C  # noqa: E402
-from timbreamt.losses import focal_loss, info_nce, note_loss  # noqa: E402
+from timbreamt.losses import distillation_loss, focal_loss, info_nce, note_loss  # noqa: E402
 from timbreamt.models import build_model, count_parameters  # noqa: E402
 
 
@@ -88,6 +88,28 @@ def test_focal_loss_prefers_right_answers():
     good = torch.tensor([[4.0, -4.0, -4.0]])
     bad = -good
     assert focal_loss(good, target, 0.2) < focal_loss(bad, target, 0.2)
+
+
+def test_distillation_loss_is_zero_only_at_the_teacher():
+    torch.manual_seed(0)
+    teacher = {"onset": torch.randn(2, 84, 30) * 3, "frame": torch.randn(2, 84, 30) * 3}
+    same = {k: v.clone().requires_grad_(True) for k, v in teacher.items()}
+    loss = distillation_loss(same, teacher)
+    loss.backward()
+    assert abs(float(loss)) < 1e-6
+    assert all(float(v.grad.abs().max()) < 1e-9 for v in same.values())
+    # elsewhere it is positive and pulls each probability towards the teacher's
+    student = {k: (v + torch.randn_like(v)).requires_grad_(True) for k, v in teacher.items()}
+    loss = distillation_loss(student, teacher)
+    loss.backward()
+    assert float(loss) > 0.01
+    for key, v in student.items():
+        expected = (torch.sigmoid(v.detach()) - torch.sigmoid(teacher[key])) / v.numel()
+        assert torch.allclose(v.grad, expected, atol=1e-9)
+    # the teacher gets no gradient even when its maps require one
+    teacher_grad = {k: v.clone().requires_grad_(True) for k, v in teacher.items()}
+    distillation_loss({k: v.detach().clone().requires_grad_(True) for k, v in student.items()}, teacher_grad).backward()
+    assert all(v.grad is None for v in teacher_grad.values())
 
 
 def test_info_nce_rewards_separated_embeddings():

@@ -61,7 +61,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       segment_seconds=args.segment, lr=args.lr, seed=args.seed, init_from=args.init_from or "",
                       threads=args.threads, dynamic_mix=args.dynamic_mix, val_clips=args.val_clips,
                       conv2_rank=args.conv2_rank, conv_kernel=args.conv_kernel, neck_bins=args.neck_bins,
-                      conv2_time_first=args.conv2_time_first)
+                      conv2_time_first=args.conv2_time_first, teacher=args.teacher or "", distill=args.distill)
     try:      # the note branch's shape options, checked before any data is read
         build_model(cfg.model, **cfg.note_shape())
     except ValueError as exc:
@@ -331,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--neck-bins", type=int, default=C.STACKED_BINS, choices=C.NECK_BINS,
                    help="basicamt: rows of the note branch after conv2 (252: the paper's, three per semitone; "
                    "84: one per pitch, ~20%% faster windows, less accurate; a 252-row --init-from is folded to pitches)")
+    s.add_argument("--teacher", default=None, help="basicamt: a trained BasicAMT run or checkpoint whose onset "
+                   "and frame probabilities the model also learns to match (distillation)")
+    s.add_argument("--distill", type=float, default=1.0,
+                   help="weight of the distillation loss against the label loss (with --teacher)")
     s.add_argument("--dynamic-mix", type=float, default=0.0,
                    help="septimbre: share of examples mixed on the fly from solo clips (0-1)")
     s.add_argument("--resume", action="store_true")

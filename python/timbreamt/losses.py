@@ -22,6 +22,20 @@ def note_loss(out: dict[str, torch.Tensor], frame: torch.Tensor, onset: torch.Te
             + focal_loss(out["onset"], onset, C.FOCAL_ALPHA_ONSET))
 
 
+def distillation_loss(out: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Binary cross-entropy of the student's onset and frame logits against a teacher's probabilities
+    (B, 84, T each), minus the teacher's own entropy: a KL divergence per cell, >= 0 and 0 only where the
+    student's probabilities equal the teacher's (the gradient is sigmoid(student) - sigmoid(teacher)).
+    Unweighted: the teacher's soft maps carry what focal weighting adds to the hard labels."""
+    total = out["frame"].new_zeros(())
+    for key in ("frame", "onset"):
+        target = torch.sigmoid(teacher[key].detach())
+        ce = F.binary_cross_entropy_with_logits(out[key], target)
+        entropy = F.binary_cross_entropy_with_logits(teacher[key].detach(), target)
+        total = total + ce - entropy
+    return total
+
+
 def info_nce(embedding: torch.Tensor, part: torch.Tensor, max_cells: int = 512,
              temperature: float = C.INFONCE_TEMPERATURE, generator: torch.Generator | None = None) -> torch.Tensor:
     """Supervised InfoNCE over active time-pitch cells, per example.

@@ -20,7 +20,7 @@ import torch
 from . import constants as C
 from .data import add_source, list_clips, load_clip, piano_rolls, scale_peak
 from .errors import DataError
-from .losses import info_nce, note_loss
+from .losses import distillation_loss, info_nce, note_loss
 from .models import LowRankConv, build_model, count_parameters
 
 
@@ -46,6 +46,11 @@ class TrainConfig:
     # septimbre: share of examples mixed on the fly from 2-4 solo clips of different programs (new
     # instrument combinations every step, instead of the fixed mixtures rendered once)
     dynamic_mix: float = 0.0
+    # basicamt: a trained BasicAMT run or checkpoint whose onset and frame probabilities the model also
+    # learns to match (knowledge distillation, weight ``distill`` against the label loss's 1). Why: a
+    # cheaper note branch trained on labels alone ends below the larger one it starts from
+    teacher: str = ""
+    distill: float = 1.0
 
     def note_shape(self) -> dict:
         """The note branch's shape asked for, as build_model's keywords."""
@@ -373,6 +378,10 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
     """Train (or resume) a model; returns the last epoch's log record."""
     from tqdm import tqdm
 
+    if config.teacher and config.model != "basicamt":
+        raise DataError("--teacher distils a note branch: it trains basicamt only")
+    if config.teacher and not config.distill > 0:
+        raise DataError(f"--distill must be > 0, got {config.distill}")
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     if world > 1:
@@ -413,6 +422,13 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
             if src_shape["neck_bins"] != config.neck_bins:
                 changes.append(f"neck and heads folded to {config.neck_bins} rows")
             print(f"initialised from {config.init_from} ({'; '.join(changes)})", flush=True)
+    teacher = None
+    if config.teacher:
+        load_basicamt_checkpoint(config.teacher)
+        teacher = model_from_checkpoint(config.teacher).to(device)
+        print(f"distilling from {config.teacher} ({count_parameters(teacher)} parameters, "
+              f"weight {config.distill})", flush=True)
+        teacher.requires_grad_(False)
     model = model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -465,6 +481,10 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
                 loss = info_nce(out["embedding"], batch["part"].to(device))
             else:
                 loss = note_loss(out, batch["frame"].to(device), batch["onset"].to(device))
+                if teacher is not None:
+                    with torch.no_grad():
+                        teacher_out = teacher.forward_logits(audio)
+                    loss = loss + config.distill * distillation_loss(out, teacher_out)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
