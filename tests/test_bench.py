@@ -2,7 +2,7 @@
 import soundfile as sf
 
 from conftest import REFERENCE, REFERENCE_MODELS
-from timbreamt.bench import make_input, run_one, table
+from timbreamt.bench import make_input, paired_ratio, run_one, table
 
 
 def test_make_input_and_one_run_each(tmp_path, shipped_models):
@@ -35,6 +35,21 @@ def test_bench_repeats_report_the_median(tmp_path, shipped_models):
         assert 0 < r["startup_s"] < r["rtf_max"] * 3.0
     assert "(3 runs)" in table(rows)
     assert f"| {rows[0]['startup_s']:.2f} |" in table(rows).splitlines()[2]
+    # paired ratios: each repeat's time over basic-pitch's in the same repeat
+    ours, peer = rows
+    assert peer["paired_ratios"] == [1.0, 1.0, 1.0] and len(ours["paired_ratios"]) == 3
+    assert min(ours["paired_ratios"]) <= ours["rtf_max"] / peer["rtf_min"]
+    assert max(ours["paired_ratios"]) >= ours["rtf_min"] / peer["rtf_max"]
+    assert f"| {paired_ratio(ours['paired_ratios'])} |" in table(rows).splitlines()[2]
+
+
+def test_paired_ratio_is_the_median_and_quartiles():
+    assert paired_ratio([0.5, 0.4, 0.6, 0.45, 0.55]) == "0.50 (0.45-0.55)"
+    assert paired_ratio([0.48]) == "0.48"
+    assert paired_ratio([]) == "-"
+    # without basic-pitch in the run there is no paired ratio
+    row = {"system": "timbreamt-basicamt", "audio_seconds": 30.0, "rtf": 0.01, "peak_rss_mib": 100.0}
+    assert "| 0.0100 | - | - |" in table([row])
 
 
 def test_bench_cli_rejects_zero_repeats():

@@ -82,7 +82,10 @@ def bench(durations: list[float], systems: list[str], threads: int = 2, models: 
           reference: Path | None = None, source: Path | None = None, repeats: int = 1, log=print) -> list[dict]:
     """Each system on each duration, ``repeats`` times (the order of systems rotates between
     repeats, so slow spells of a shared machine fall on all of them); a row per (duration, system)
-    with the median time (``rtf``), the fastest and slowest run, and the largest peak RSS."""
+    with the median time (``rtf``), the fastest and slowest run, the largest peak RSS and, when
+    basic-pitch is among the systems, ``paired_ratios``: each repeat's time over basic-pitch's in
+    the same repeat (run next to each other, so a machine whose speed drifts during the bench moves
+    both; the median of these is steadier than a ratio of medians)."""
     from .transcribe import models_dir
 
     if repeats < 1:
@@ -103,29 +106,44 @@ def bench(durations: list[float], systems: list[str], threads: int = 2, models: 
                     runs[system].append(rec)
                     log(f"{system:22s} {seconds:7.0f} s  RTF {rec['seconds'] / seconds:.4f}  peak RSS "
                         f"{rec['peak_rss_mib']:7.1f} MiB  {rec['notes']} notes")
+            peer = runs.get("basic-pitch")
             for system in systems:
                 times = sorted(r["seconds"] for r in runs[system])
-                rows.append({"system": system, "audio_seconds": seconds, "runs": len(times),
-                             "seconds": float(np.median(times)), "rtf": float(np.median(times)) / seconds,
-                             "rtf_min": times[0] / seconds, "rtf_max": times[-1] / seconds,
-                             "startup_s": float(np.median([r["startup"] for r in runs[system]])),
-                             "peak_rss_mib": max(r["peak_rss_mib"] for r in runs[system]),
-                             "notes": runs[system][0]["notes"]})
+                row = {"system": system, "audio_seconds": seconds, "runs": len(times),
+                       "seconds": float(np.median(times)), "rtf": float(np.median(times)) / seconds,
+                       "rtf_min": times[0] / seconds, "rtf_max": times[-1] / seconds,
+                       "startup_s": float(np.median([r["startup"] for r in runs[system]])),
+                       "peak_rss_mib": max(r["peak_rss_mib"] for r in runs[system]),
+                       "notes": runs[system][0]["notes"]}
+                if peer:
+                    row["paired_ratios"] = [r["seconds"] / p["seconds"] for r, p in zip(runs[system], peer)]
+                rows.append(row)
     return rows
 
 
+def paired_ratio(ratios: list[float]) -> str:
+    """Per-repeat ratios -> "median (quartiles)", e.g. "0.48 (0.45-0.51)"; "-" without any."""
+    if not ratios:
+        return "-"
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    return f"{median:.2f} ({q1:.2f}-{q3:.2f})" if len(ratios) > 1 else f"{median:.2f}"
+
+
 def table(rows: list[dict]) -> str:
-    """Markdown table with RTF (median of the runs, and their range), the median start-up seconds
-    (part of the RTF) and memory ratios against basic-pitch at the same duration."""
-    lines = ["| audio | system | RTF (median) | RTF / basic-pitch | RTF range | start-up s | peak RSS MiB | RSS / basic-pitch |",
-             "|---|---|---|---|---|---|---|---|"]
+    """Markdown table with RTF (median of the runs, and their range), the ratio of medians and the
+    paired ratio (median and quartiles of per-repeat ratios) against basic-pitch at the same duration,
+    the median start-up seconds (part of the RTF) and memory ratios against basic-pitch."""
+    lines = ["| audio | system | RTF (median) | RTF / basic-pitch | paired ratio (quartiles) | RTF range | start-up s | "
+             "peak RSS MiB | RSS / basic-pitch |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         peer = next((p for p in rows if p["system"] == "basic-pitch" and p["audio_seconds"] == r["audio_seconds"]), None)
         ratio = f"{r['rtf'] / peer['rtf']:.2f}" if peer else "-"
         mem = f"{r['peak_rss_mib'] / peer['peak_rss_mib']:.2f}" if peer else "-"
         spread = f"{r.get('rtf_min', r['rtf']):.4f}-{r.get('rtf_max', r['rtf']):.4f} ({r.get('runs', 1)} runs)"
         startup = f"{r['startup_s']:.2f}" if "startup_s" in r else "-"
-        lines.append(f"| {r['audio_seconds'] / 60:.1f} min | {r['system']} | {r['rtf']:.4f} | {ratio} | {spread} | "
+        lines.append(f"| {r['audio_seconds'] / 60:.1f} min | {r['system']} | {r['rtf']:.4f} | {ratio} | "
+                     f"{paired_ratio(r.get('paired_ratios', []))} | {spread} | "
                      f"{startup} | {r['peak_rss_mib']:.0f} | {mem} |")
     return "\n".join(lines)
 
