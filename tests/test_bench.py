@@ -68,6 +68,8 @@ def test_info_prints_parameter_counts():
     out = subprocess.run([sys.executable, "-m", "timbreamt.cli", "info"], capture_output=True, text=True)
     assert out.returncode == 0
     assert "basicamt: 19,017 parameters" in out.stdout and "septimbre: 44,999 parameters" in out.stdout
-    assert "12,809 with a rank-8 conv2" in out.stdout and "(conv2 rank 8" in out.stdout
+    assert "(conv2 rank 8" in out.stdout
+    assert "12,809 with a rank-8 conv2 (11,401 time first)," in out.stdout and "(37,383 time first)" in out.stdout
+    assert ", 0 = full, time-first;" in out.stdout        # the shipped graphs' conv2 order, from their metadata
     assert "8,713 with 3 x 3 kernels too" in out.stdout and "conv1/neck kernels " in out.stdout
     assert "14,297 with a rank-8 conv2 and an 84-row neck" in out.stdout and "neck rows " in out.stdout

@@ -20,7 +20,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     else:
         for name in ("basicamt", "septimbre"):
             print(f"{name}: {count_parameters(build_model(name)):,} parameters with the paper's note branch, "
-                  f"{count_parameters(build_model(name, conv2_rank=8)):,} with a rank-8 conv2, "
+                  f"{count_parameters(build_model(name, conv2_rank=8)):,} with a rank-8 conv2 "
+                  f"({count_parameters(build_model(name, conv2_rank=8, conv2_time_first=True)):,} time first), "
                   f"{count_parameters(build_model(name, conv2_rank=8, conv_kernel=3)):,} with 3 x 3 kernels too, "
                   f"{count_parameters(build_model(name, conv2_rank=8, neck_bins=C.N_PITCHES)):,} with a rank-8 conv2 "
                   f"and an 84-row neck")
@@ -32,8 +33,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         meta = read_metadata(path.read_bytes()) if path.is_file() else {}
         rank, kernel = meta.get("conv2_rank", "0" if meta else "?"), meta.get("conv_kernel", "5" if meta else "?")
         neck = meta.get("neck_bins", str(C.STACKED_BINS) if meta else "?")
-        print(f"shipped model {name}: {path} (conv2 rank {rank}, 0 = full; conv1/neck kernels {kernel} x {kernel}; "
-              f"neck rows {neck})")
+        order = meta.get("conv2_order", "freq-first" if meta else "?")
+        print(f"shipped model {name}: {path} (conv2 rank {rank}, 0 = full, {order}; conv1/neck kernels "
+              f"{kernel} x {kernel}; neck rows {neck})")
     return 0
 
 
