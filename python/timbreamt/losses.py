@@ -26,7 +26,7 @@ def distillation_loss(out: dict[str, torch.Tensor], teacher: dict[str, torch.Ten
     """Binary cross-entropy of the student's onset and frame logits against a teacher's probabilities
     (B, 84, T each), minus the teacher's own entropy: a KL divergence per cell, >= 0 and 0 only where the
     student's probabilities equal the teacher's (the gradient is sigmoid(student) - sigmoid(teacher)).
-    Unweighted: the teacher's soft maps carry what focal weighting adds to the hard labels."""
+    Unweighted (a plain KL divergence), unlike the focal label loss it is added to."""
     total = out["frame"].new_zeros(())
     for key in ("frame", "onset"):
         target = torch.sigmoid(teacher[key].detach())
