@@ -85,7 +85,7 @@ def bench(durations: list[float], systems: list[str], threads: int = 2, models: 
     with the median time (``rtf``), the fastest and slowest run, the largest peak RSS and, when
     basic-pitch is among the systems, ``paired_ratios``: each repeat's time over basic-pitch's in
     the same repeat (run next to each other, so a machine whose speed drifts during the bench moves
-    both; the median of these is steadier than a ratio of medians)."""
+    both; their quartiles show how far the rounds disagree, which a ratio of medians hides)."""
     from .transcribe import models_dir
 
     if repeats < 1:
