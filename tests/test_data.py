@@ -119,6 +119,19 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+def test_teacher_must_be_a_basicamt_checkpoint(tmp_path):
+    torch = pytest.importorskip("torch")
+    from timbreamt.errors import DataError
+    from timbreamt.models import Septimbre, build_model
+    from timbreamt.train import model_from_checkpoint
+
+    sept = tmp_path / "septimbre.pt"
+    torch.save({"model": build_model("septimbre").state_dict(), "config": {"model": "septimbre"}}, sept)
+    assert isinstance(model_from_checkpoint(sept), Septimbre)     # any model loads without the check
+    with pytest.raises(DataError, match="is not a BasicAMT checkpoint"):
+        model_from_checkpoint(sept, basicamt_only=True)
+
+
 def test_train_cli_checkpoints_resumes_and_exports(tmp_path):
     """A tiny real run through the CLI: data -> train -> resume -> export (all checks)."""
     pytest.importorskip("fluidsynth")

@@ -287,8 +287,10 @@ def load_note_weights(model: torch.nn.Module, ckpt: dict, source: str | Path) ->
     return kept
 
 
-def model_from_checkpoint(path: str | Path) -> torch.nn.Module:
-    ckpt = load_checkpoint(path)
+def model_from_checkpoint(path: str | Path, basicamt_only: bool = False) -> torch.nn.Module:
+    """The model of a checkpoint, weights loaded, in eval mode; basicamt_only: DataError unless it is
+    a BasicAMT checkpoint (see load_basicamt_checkpoint)."""
+    ckpt = load_basicamt_checkpoint(path) if basicamt_only else load_checkpoint(path)
     model = build_model(ckpt["config"]["model"], **note_shape(ckpt))
     try:
         model.load_state_dict(ckpt["model"])
@@ -425,8 +427,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
             print(f"initialised from {config.init_from} ({'; '.join(changes)})", flush=True)
     teacher = None
     if config.teacher:
-        load_basicamt_checkpoint(config.teacher)
-        teacher = model_from_checkpoint(config.teacher).to(device)
+        teacher = model_from_checkpoint(config.teacher, basicamt_only=True).to(device)
         print(f"distilling from {config.teacher} ({count_parameters(teacher)} parameters, "
               f"weight {config.distill})", flush=True)
         teacher.requires_grad_(False)
