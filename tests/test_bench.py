@@ -2,7 +2,7 @@
 import soundfile as sf
 
 from conftest import REFERENCE, REFERENCE_MODELS
-from timbreamt.bench import make_input, paired_ratio, run_one, table
+from timbreamt.bench import make_input, paired_ratio, run_one, table, uncompiled_sources
 
 
 def test_make_input_and_one_run_each(tmp_path, shipped_models):
@@ -71,5 +71,20 @@ def test_info_prints_parameter_counts():
     assert "(conv2 rank 8" in out.stdout
     assert "12,809 with a rank-8 conv2 (11,401 time first)," in out.stdout and "(37,383 time first)" in out.stdout
     assert ", 0 = full, time-first;" in out.stdout        # the shipped graphs' conv2 order, from their metadata
-    assert "8,713 with 3 x 3 kernels too" in out.stdout and "conv1/neck kernels " in out.stdout
+    assert "8,713 with 3 x 3 kernels too" in out.stdout and "; conv1 kernel 5 x 5, neck " in out.stdout
     assert "14,297 with a rank-8 conv2 and an 84-row neck" in out.stdout and "neck rows " in out.stdout
+
+
+def test_uncompiled_sources_lists_modules_without_current_bytecode(tmp_path):
+    """Modules with no byte-compiled file, or one older than the source, are listed; compiling clears them."""
+    import compileall
+    import os
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 2\n")
+    assert uncompiled_sources(tmp_path) == ["a.py", "b.py"]
+    assert compileall.compile_dir(str(tmp_path), quiet=1)
+    assert uncompiled_sources(tmp_path) == []
+    later = (tmp_path / "b.py").stat().st_mtime + 10
+    os.utime(tmp_path / "b.py", (later, later))        # edited after it was compiled
+    assert uncompiled_sources(tmp_path) == ["b.py"]

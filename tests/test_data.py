@@ -162,13 +162,18 @@ def test_train_cli_checkpoints_resumes_and_exports(tmp_path):
     from timbreamt.onnx_meta import read_metadata
     meta = read_metadata((tmp_path / "models" / "basicamt.onnx").read_bytes())
     assert meta["conv2_rank"] == "0" and meta["conv_kernel"] == "5" and meta["neck_bins"] == "252"
+    assert meta["neck_kernel"] == "5"
     assert meta["conv2_order"] == "freq-first"
     r = cli("train", "basicamt", "--epochs", 3, "--conv2-time-first", *common)
     assert r.returncode == 2 and "conv2_time_first needs a low-rank conv2" in r.stderr and "Traceback" not in r.stderr
-    for flag in (["--conv-kernel", 3], ["--neck-bins", 84]):
+    for flag in (["--conv-kernel", 3], ["--neck-kernel", 3], ["--neck-bins", 84]):
         r = cli("train", "basicamt", "--epochs", 3, "--resume", *flag, *common)
         assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
-        assert "has --conv2-rank 0 --conv-kernel 5 --neck-bins 252; resume it with the same" in r.stderr
+        assert "has --conv2-rank 0 --conv-kernel 5 --neck-kernel 5 --neck-bins 252; resume it with the same" in r.stderr
+    # the run had no teacher: resuming it distilled is refused (its loss would change mid-run)
+    r = cli("train", "basicamt", "--epochs", 3, "--resume", "--teacher", run, *common)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert "was trained with no --teacher; resume it with the same" in r.stderr
     # a time-first, one-row-per-pitch branch fine-tuned from the run: its graph passes the exporter's checks
     pitches = tmp_path / "pitches"
     # ... distilled from that run (the teacher a 252-row, full-conv2 branch)

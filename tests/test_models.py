@@ -262,7 +262,8 @@ def test_small_kernels_start_from_the_central_taps():
     torch.manual_seed(6)
     big = build_model("basicamt", conv2_rank=8).eval()
     ckpt = {"model": big.state_dict(), "config": {"model": "basicamt", "conv2_rank": 8}}
-    assert note_shape(ckpt) == {"conv2_rank": 8, "conv_kernel": 5, "neck_bins": 252, "conv2_time_first": False}
+    assert note_shape(ckpt) == {"conv2_rank": 8, "conv_kernel": 5, "neck_bins": 252, "conv2_time_first": False,
+                              "neck_kernel": 5}
     small = build_model("septimbre", conv2_rank=8, conv_kernel=3)
     assert load_note_weights(small, ckpt, "big") == pytest.approx(1.0)
     for layer in ("conv1", "neck"):
@@ -277,6 +278,40 @@ def test_small_kernels_start_from_the_central_taps():
             "model": "basicamt", "conv2_rank": 8, "conv_kernel": 3}}, "small")
     with pytest.raises(ValueError, match="conv_kernel"):
         build_model("basicamt", conv_kernel=4)
+
+
+def test_neck_kernel_alone_starts_from_its_central_taps():
+    """--neck-kernel 3 with conv1 at 5 x 5: only the neck is cut to its central taps (conv1 and conv2
+    load as they are); a checkpoint records it, older ones (no neck_kernel) have conv1's; an 84-row
+    neck keeps its 3 pitch rows and loses time taps only; the neck alone cannot grow back to 5 x 5."""
+    from timbreamt.errors import DataError
+    from timbreamt.train import load_note_weights, note_shape, shape_flags
+
+    torch.manual_seed(16)
+    big = build_model("basicamt", conv2_rank=8, conv2_time_first=True).eval()
+    ckpt = {"model": big.state_dict(), "config": {"model": "basicamt", "conv2_rank": 8, "conv2_time_first": True}}
+    neck3 = build_model("basicamt", conv2_rank=8, conv2_time_first=True, neck_kernel=3)
+    assert (neck3.notes.conv_kernel, neck3.notes.neck_kernel) == (5, 3)
+    assert load_note_weights(neck3, ckpt, "big") == pytest.approx(1.0)
+    assert torch.equal(neck3.notes.conv1[0].weight, big.notes.conv1[0].weight)
+    assert torch.equal(neck3.notes.neck[0].weight, big.notes.neck[0].weight[:, :, 1:4, 1:4])
+    assert torch.equal(neck3.notes.conv2[0].freq.weight, big.notes.conv2[0].freq.weight)
+    assert count_parameters(neck3) == count_parameters(big) - 16 * 8 * 16
+    cfg = {"model": "basicamt", "conv2_rank": 8, "conv2_time_first": True, "neck_kernel": 3}
+    shape = note_shape({"model": neck3.state_dict(), "config": cfg})
+    assert (shape["conv_kernel"], shape["neck_kernel"]) == (5, 3)
+    assert "--conv-kernel 5 --neck-kernel 3" in shape_flags(shape)
+    assert note_shape({"config": {"model": "basicamt", "conv_kernel": 3}})["neck_kernel"] == 3
+    with pytest.raises(DataError, match="3 x 3 kernels cannot become 5 x 5"):
+        load_note_weights(build_model("basicamt", conv2_rank=8, conv2_time_first=True),
+                          {"model": neck3.state_dict(), "config": cfg}, "neck3")
+    pitch_ckpt = {"model": build_model("basicamt", conv2_rank=8, neck_bins=C.N_PITCHES).state_dict(),
+                  "config": {"model": "basicamt", "conv2_rank": 8, "neck_bins": C.N_PITCHES}}
+    pitch3 = build_model("basicamt", conv2_rank=8, neck_bins=C.N_PITCHES, neck_kernel=3)
+    load_note_weights(pitch3, pitch_ckpt, "pitches")
+    assert torch.equal(pitch3.notes.neck[0].weight, pitch_ckpt["model"]["notes.neck.0.weight"][:, :, :, 1:4])
+    with pytest.raises(ValueError, match="neck_kernel"):
+        build_model("basicamt", neck_kernel=7)
 
 
 @pytest.mark.parametrize("rank", [0, 8])
@@ -313,7 +348,8 @@ def test_pitch_neck_starts_from_a_bin_neck():
     torch.manual_seed(9)
     bins = build_model("basicamt", conv2_rank=8).eval()
     ckpt = {"model": bins.state_dict(), "config": {"model": "basicamt", "conv2_rank": 8}}
-    assert note_shape(ckpt) == {"conv2_rank": 8, "conv_kernel": 5, "neck_bins": 252, "conv2_time_first": False}
+    assert note_shape(ckpt) == {"conv2_rank": 8, "conv_kernel": 5, "neck_bins": 252, "conv2_time_first": False,
+                              "neck_kernel": 5}
     pitches = build_model("septimbre", conv2_rank=8, neck_bins=C.N_PITCHES)
     assert load_note_weights(pitches, ckpt, "bins") == pytest.approx(1.0)
     got, want = pitches.notes.state_dict(), bins.notes.state_dict()

@@ -19,6 +19,21 @@ import numpy as np
 SYSTEMS = ("timbreamt-basicamt", "timbreamt-septimbre", "reference-basicamt", "reference-septimbre", "basic-pitch")
 
 
+def uncompiled_sources(package_dir: Path | None = None) -> list[str]:
+    """The package's modules without an up-to-date byte-compiled file. Where bytecode is not written
+    at import (PYTHONDONTWRITEBYTECODE, a read-only install) each process compiles them again: ~15 ms
+    of a 0.3 s run on 30 s of audio, measured on both pipelines, so the 30 s figures move with it."""
+    import importlib.util
+
+    package_dir = package_dir or Path(__file__).resolve().parent
+    stale = []
+    for source in sorted(package_dir.glob("*.py")):
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        if not cached.is_file() or cached.stat().st_mtime < source.stat().st_mtime:
+            stale.append(source.name)
+    return stale
+
+
 def make_input(seconds: float, path: Path, source_dir: Path) -> Path:
     """A 44.1 kHz mono 16-bit WAV of ``seconds``: the reference examples repeated (written in blocks)."""
     import soundfile as sf

@@ -32,10 +32,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
         path = default_model_path(name)
         meta = read_metadata(path.read_bytes()) if path.is_file() else {}
         rank, kernel = meta.get("conv2_rank", "0" if meta else "?"), meta.get("conv_kernel", "5" if meta else "?")
+        neck_kernel = meta.get("neck_kernel", kernel)
         neck = meta.get("neck_bins", str(C.STACKED_BINS) if meta else "?")
         order = meta.get("conv2_order", "freq-first" if meta else "?")
-        print(f"shipped model {name}: {path} (conv2 rank {rank}, 0 = full, {order}; conv1/neck kernels "
-              f"{kernel} x {kernel}; neck rows {neck})")
+        print(f"shipped model {name}: {path} (conv2 rank {rank}, 0 = full, {order}; conv1 kernel "
+              f"{kernel} x {kernel}, neck {neck_kernel} x {neck_kernel}; neck rows {neck})")
     return 0
 
 
@@ -63,7 +64,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       segment_seconds=args.segment, lr=args.lr, seed=args.seed, init_from=args.init_from or "",
                       threads=args.threads, dynamic_mix=args.dynamic_mix, val_clips=args.val_clips,
                       conv2_rank=args.conv2_rank, conv_kernel=args.conv_kernel, neck_bins=args.neck_bins,
-                      conv2_time_first=args.conv2_time_first, teacher=args.teacher or "", distill=args.distill)
+                      conv2_time_first=args.conv2_time_first, teacher=args.teacher or "", distill=args.distill,
+                      neck_kernel=args.neck_kernel or 0)
     try:      # the note branch's shape options, checked before any data is read
         build_model(cfg.model, **cfg.note_shape())
     except ValueError as exc:
@@ -176,7 +178,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import SYSTEMS, bench, table
+    from .bench import SYSTEMS, bench, table, uncompiled_sources
 
     if args.web:
         from .bench import bench_web
@@ -196,6 +198,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 2
     print()
     print(f"{args.threads} threads, each pipeline in its own process, file in -> notes out")
+    stale = uncompiled_sources()
+    if stale:
+        print(f"note: {len(stale)} of the package's modules are not byte-compiled ({', '.join(stale[:3])}...): every "
+              f"process compiles them (~15 ms a run); `make setup` compiles them")
     print(table(rows))
     return 0
 
@@ -327,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--conv-kernel", type=int, default=5, choices=(3, 5),
                    help="basicamt: kernel side of the note branch's conv1 and neck (5: the paper's; a 5 x 5 "
                    "--init-from starts a 3 x 3 branch from its central taps)")
+    s.add_argument("--neck-kernel", type=int, default=None, choices=(3, 5),
+                   help="basicamt: kernel side of the neck alone (default: --conv-kernel)")
     s.add_argument("--conv2-time-first", action="store_true",
                    help="basicamt: a low-rank conv2's time convolution first (its 25-tap convolution then reads "
                    "--conv2-rank channels, not 16; an --init-from conv2 is re-factorised by SVD)")

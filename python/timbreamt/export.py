@@ -304,6 +304,7 @@ def export_run(run: str | Path, out_dir: str | Path, name: str | None = None,
         meta["notes_epoch"] = str(notes_ckpt.get("epoch", -1) + 1)
     meta["conv2_rank"] = str(model.notes.conv2_rank)
     meta["conv_kernel"] = str(model.notes.conv_kernel)
+    meta["neck_kernel"] = str(model.notes.neck_kernel)
     meta["neck_bins"] = str(model.notes.neck_bins)
     meta["conv2_order"] = "time-first" if model.notes.conv2_time_first else "freq-first"
     if decoding:

@@ -180,6 +180,9 @@ class NoteBranch(nn.Module):
     conv_kernel: side of the square kernels of conv1 and the neck, 5 (the paper's) or 3. Why 3: in
     onnxruntime's blocked layout these 8 -> 16 convolutions cost about their kernel area; 3 x 3 makes the
     note branch ~17% faster and a whole window ~10% (measured, 2 threads), for a little accuracy (model card).
+    neck_kernel: the neck's side alone (None: conv_kernel). Why apart: conv1 reads the stacked input in
+    plain layout, where onnxruntime gained little from a 3 x 3 kernel; the neck's 3 x 3 saved most of it
+    (random weights, one window: neck alone 3 x 3 0.92 x, conv1 alone 0.98 x, both 0.86 x).
     neck_bins: rows of everything after conv2: 252 (the paper's: three bins per semitone down to the
     heads, which stride 3 to pitches) or 84, one row per pitch, the three bins of a semitone as three
     groups of channels ("phases"): conv2 strides 3 (its taps centred on each semitone's centre bin
@@ -190,16 +193,20 @@ class NoteBranch(nn.Module):
     (model card: accuracy and speed)."""
 
     def __init__(self, conv2_rank: int = 0, conv_kernel: int = 5, neck_bins: int = C.STACKED_BINS,
-                 conv2_time_first: bool = False) -> None:
+                 conv2_time_first: bool = False, neck_kernel: int | None = None) -> None:
         super().__init__()
         if conv2_time_first and not conv2_rank:
             raise ValueError("conv2_time_first needs a low-rank conv2 (conv2_rank >= 1)")
         if conv_kernel not in (3, 5):
             raise ValueError(f"conv_kernel must be 3 or 5, got {conv_kernel}")
+        neck_kernel = conv_kernel if neck_kernel is None else neck_kernel
+        if neck_kernel not in (3, 5):
+            raise ValueError(f"neck_kernel must be 3 or 5, got {neck_kernel}")
         if neck_bins not in C.NECK_BINS:
             raise ValueError(f"neck_bins must be one of {C.NECK_BINS}, got {neck_bins}")
         self.conv2_rank = conv2_rank
         self.conv_kernel = conv_kernel
+        self.neck_kernel = neck_kernel
         self.neck_bins = neck_bins
         self.conv2_time_first = conv2_time_first
         pitch_neck = neck_bins == C.N_PITCHES
@@ -207,8 +214,7 @@ class NoteBranch(nn.Module):
         # gives 8 channels for each of a semitone's bins
         self.phases = C.BINS_PER_SEMITONE if pitch_neck else 1
         neck_in = 8 * self.phases
-        square = (conv_kernel, conv_kernel)
-        self.conv1 = nn.Sequential(conv(8, 16, square), nn.BatchNorm2d(16), nn.LeakyReLU(0.1))
+        self.conv1 = nn.Sequential(conv(8, 16, (conv_kernel, conv_kernel)), nn.BatchNorm2d(16), nn.LeakyReLU(0.1))
         if conv2_rank:
             conv2 = LowRankConv(conv2_rank, self.phases, neck_in, conv2_time_first)
         else:
@@ -216,11 +222,11 @@ class NoteBranch(nn.Module):
                          padding=(conv2_freq_padding(self.phases), 1))
         self.conv2 = nn.Sequential(conv2, nn.BatchNorm2d(neck_in))
         if pitch_neck:
-            self.neck = nn.Sequential(conv(neck_in, 16, (3, conv_kernel)), nn.BatchNorm2d(16), nn.ReLU())
+            self.neck = nn.Sequential(conv(neck_in, 16, (3, neck_kernel)), nn.BatchNorm2d(16), nn.ReLU())
             self.frame_head = conv(16, 1, (3, 5))
             self.onset_head = nn.Sequential(conv(16, 7, (3, 3)), nn.BatchNorm2d(7), nn.ReLU())
         else:
-            self.neck = nn.Sequential(conv(8, 16, square), nn.BatchNorm2d(16), nn.ReLU())
+            self.neck = nn.Sequential(conv(8, 16, (neck_kernel, neck_kernel)), nn.BatchNorm2d(16), nn.ReLU())
             self.frame_head = conv(16, 1, (5, 5), stride=(3, 1), padding=(1, 2))
             self.onset_head = nn.Sequential(conv(16, 7, (7, 3), stride=(3, 1), padding=(2, 1)),
                                             nn.BatchNorm2d(7), nn.ReLU())
@@ -333,7 +339,8 @@ class BasicAMT(nn.Module):
     """Timbre-agnostic note model (~19k parameters; ~13k with conv2_rank 8, ~9k with 3 x 3 kernels too)."""
 
     def __init__(self, norm: str = "window", **note_shape) -> None:
-        """note_shape: NoteBranch's keywords (conv2_rank, conv_kernel, neck_bins, conv2_time_first)."""
+        """note_shape: NoteBranch's keywords (conv2_rank, conv_kernel, neck_bins, conv2_time_first,
+        neck_kernel)."""
         super().__init__()
         self.front = FrontEnd(norm)
         self.notes = NoteBranch(**note_shape)
@@ -391,7 +398,7 @@ MODELS = {"basicamt": BasicAMT, "septimbre": Septimbre}
 
 def build_model(name: str, norm: str = "window", **note_shape) -> BasicAMT:
     """Make an untrained model by name ('basicamt' or 'septimbre'); note_shape: the note branch's
-    keywords (conv2_rank, conv_kernel, neck_bins, conv2_time_first), see NoteBranch."""
+    keywords (conv2_rank, conv_kernel, neck_bins, conv2_time_first, neck_kernel), see NoteBranch."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     return MODELS[name](norm, **note_shape)

@@ -39,6 +39,7 @@ class TrainConfig:
                                    # basicamt: a checkpoint to start from (fine-tuning)
     conv2_rank: int = 0            # note branch conv2: 0 full (the paper's), else low rank (models.LowRankConv)
     conv_kernel: int = 5           # note branch conv1 and neck: 5 x 5 (the paper's) or 3 x 3
+    neck_kernel: int = 0           # the neck's alone: 3 or 5 (0: conv_kernel)
     neck_bins: int = 252           # note branch rows after conv2: 252 (the paper's) or 84 (one per pitch)
     conv2_time_first: bool = False  # low-rank conv2: its time convolution first
     val_clips: int = 24
@@ -56,7 +57,7 @@ class TrainConfig:
     def note_shape(self) -> dict:
         """The note branch's shape asked for, as build_model's keywords."""
         return {"conv2_rank": self.conv2_rank, "conv_kernel": self.conv_kernel, "neck_bins": self.neck_bins,
-                "conv2_time_first": self.conv2_time_first}
+                "conv2_time_first": self.conv2_time_first, "neck_kernel": self.neck_kernel or self.conv_kernel}
 
 
 class ClipSampler:
@@ -181,22 +182,30 @@ def load_basicamt_checkpoint(path: str | Path) -> dict:
 
 def note_shape(ckpt: dict) -> dict:
     """The note branch's shape in a checkpoint, as build_model's keywords: conv2_rank (0 = full),
-    conv_kernel, neck_bins and conv2_time_first (checkpoints from before these options have the
-    paper's full conv2, 5 x 5 kernels and a 252-bin neck)."""
+    conv_kernel, neck_bins, conv2_time_first and neck_kernel (checkpoints from before these options have
+    the paper's full conv2, 5 x 5 kernels and a 252-bin neck; before neck_kernel, the neck's is conv1's)."""
     cfg = ckpt["config"]
-    return {"conv2_rank": int(cfg.get("conv2_rank", 0)), "conv_kernel": int(cfg.get("conv_kernel", 5)),
+    conv_kernel = int(cfg.get("conv_kernel", 5))
+    return {"conv2_rank": int(cfg.get("conv2_rank", 0)), "conv_kernel": conv_kernel,
             "neck_bins": int(cfg.get("neck_bins", C.STACKED_BINS)),
-            "conv2_time_first": bool(cfg.get("conv2_time_first", False))}
+            "conv2_time_first": bool(cfg.get("conv2_time_first", False)),
+            "neck_kernel": int(cfg.get("neck_kernel") or conv_kernel)}
+
+
+def _teacher_key(teacher: str, distill: float) -> tuple[str, float]:
+    """A distillation set-up, comparable across command lines (a path given relative or absolute)."""
+    return (str(Path(teacher).resolve()), float(distill)) if teacher else ("", 0.0)
 
 
 def shape_flags(shape: dict) -> str:
     """A note branch shape as the train command's flags (for error messages)."""
-    return (f"--conv2-rank {shape['conv2_rank']} --conv-kernel {shape['conv_kernel']} --neck-bins {shape['neck_bins']}"
-            + (" --conv2-time-first" if shape["conv2_time_first"] else ""))
+    return (f"--conv2-rank {shape['conv2_rank']} --conv-kernel {shape['conv_kernel']} --neck-kernel "
+            f"{shape['neck_kernel']} --neck-bins {shape['neck_bins']}" + (" --conv2-time-first" if shape["conv2_time_first"] else ""))
 
 
-# note branch weights whose kernels shrink when a 5 x 5 checkpoint starts a 3 x 3 branch
-SQUARE_KERNELS = ("notes.conv1.0.weight", "notes.neck.0.weight")
+# note branch weights whose kernels shrink when a 5 x 5 checkpoint starts a 3 x 3 branch, with the
+# shape key and model attribute of their side
+SQUARE_KERNELS = {"notes.conv1.0.weight": "conv_kernel", "notes.neck.0.weight": "neck_kernel"}
 # the heads' kernels, which span bins in a 252-row neck and pitches in an 84-row one
 HEAD_KERNELS = ("notes.frame_head.weight", "notes.onset_head.0.weight")
 
@@ -239,13 +248,17 @@ def load_note_weights(model: torch.nn.Module, ckpt: dict, source: str | Path) ->
     if not state or not any(k.startswith("notes.") for k in state):
         raise DataError(f"{source} has no note branch (not a BasicAMT checkpoint)")
     src = note_shape(ckpt)
-    src_kernel, dst_kernel = src["conv_kernel"], model.notes.conv_kernel
-    if src_kernel != dst_kernel:
+    for key, side in SQUARE_KERNELS.items():
+        src_kernel, dst_kernel = src[side], getattr(model.notes, side)
+        if src_kernel == dst_kernel:
+            continue
         if src_kernel < dst_kernel:
             raise DataError(f"{source}: {src_kernel} x {src_kernel} kernels cannot become {dst_kernel} x {dst_kernel}")
         cut = (src_kernel - dst_kernel) // 2
-        for key in SQUARE_KERNELS:
-            state[key] = state[key][:, :, cut:cut + dst_kernel, cut:cut + dst_kernel].clone()
+        # the 84-row neck's kernel has 3 rows at any side: only its time taps are cut
+        rows = slice(None) if key == "notes.neck.0.weight" and src["neck_bins"] != C.STACKED_BINS \
+            else slice(cut, cut + dst_kernel)
+        state[key] = state[key][:, :, rows, cut:cut + dst_kernel].clone()
     src_rank, dst_rank = src["conv2_rank"], model.notes.conv2_rank
     src_bins, dst_bins = src["neck_bins"], model.notes.neck_bins
     kept = 1.0
@@ -420,8 +433,10 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
             changes = [f"conv2 energy kept {kept:.3f}"]
             if src_shape["conv2_time_first"] != config.conv2_time_first:
                 changes.append("conv2 re-factorised " + ("time first" if config.conv2_time_first else "frequency first"))
-            if src_shape["conv_kernel"] != config.conv_kernel:
-                changes.append(f"conv1 and neck cut to their central {config.conv_kernel} x {config.conv_kernel} taps")
+            for side, what in (("conv_kernel", "conv1"), ("neck_kernel", "neck")):
+                k = config.note_shape()[side]
+                if src_shape[side] != k:
+                    changes.append(f"{what} cut to its central {k} x {k} taps")
             if src_shape["neck_bins"] != config.neck_bins:
                 changes.append(f"neck and heads folded to {config.neck_bins} rows")
             print(f"initialised from {config.init_from} ({'; '.join(changes)})", flush=True)
@@ -446,6 +461,12 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
         shape = note_shape(ckpt)
         if config.model == "basicamt" and shape != config.note_shape():
             raise DataError(f"--resume: the run in {run} has {shape_flags(shape)}; resume it with the same")
+        # a resumed run's loss must be the one it was trained with: the same teacher and weight (or none)
+        was = ckpt["config"].get("teacher", ""), float(ckpt["config"].get("distill", 1.0))
+        now = config.teacher, config.distill
+        if _teacher_key(*was) != _teacher_key(*now):
+            before = f"--teacher {was[0]} --distill {was[1]:g}" if was[0] else "no --teacher"
+            raise DataError(f"--resume: the run in {run} was trained with {before}; resume it with the same")
         model.load_state_dict(ckpt["model"])
         optimiser.load_state_dict(ckpt["optimiser"])
         scheduler.load_state_dict(ckpt["scheduler"])
