@@ -433,19 +433,14 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
             changes = [f"conv2 energy kept {kept:.3f}"]
             if src_shape["conv2_time_first"] != config.conv2_time_first:
                 changes.append("conv2 re-factorised " + ("time first" if config.conv2_time_first else "frequency first"))
+            asked = config.note_shape()
             for side, what in (("conv_kernel", "conv1"), ("neck_kernel", "neck")):
-                k = config.note_shape()[side]
+                k = asked[side]
                 if src_shape[side] != k:
                     changes.append(f"{what} cut to its central {k} x {k} taps")
             if src_shape["neck_bins"] != config.neck_bins:
                 changes.append(f"neck and heads folded to {config.neck_bins} rows")
             print(f"initialised from {config.init_from} ({'; '.join(changes)})", flush=True)
-    teacher = None
-    if config.teacher:
-        teacher = model_from_checkpoint(config.teacher, basicamt_only=True).to(device)
-        print(f"distilling from {config.teacher} ({count_parameters(teacher)} parameters, "
-              f"weight {config.distill})", flush=True)
-        teacher.requires_grad_(False)
     model = model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -477,6 +472,13 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.3, patience=patience)
         rng.bit_generator.state = ckpt["rng"]
         sampler.rng = rng
+    # loaded once the run's own checks have passed (a refused --resume does not read the teacher first)
+    teacher = None
+    if config.teacher:
+        teacher = model_from_checkpoint(config.teacher, basicamt_only=True).to(device)
+        print(f"distilling from {config.teacher} ({count_parameters(teacher)} parameters, "
+              f"weight {config.distill})", flush=True)
+        teacher.requires_grad_(False)
     (run / "config.json").write_text(json.dumps(asdict(config), indent=1))
     model = model.to(memory_format=torch.channels_last)
     net = model
