@@ -57,7 +57,7 @@ def browser_context_args(browser_context_args):
 
 @pytest.fixture(scope="session")
 def web_bundle(tmp_path_factory, shipped_models) -> Path:
-    from timbreamt.web import bundle
+    from timbreamt.tools.bundle import bundle
 
     out = tmp_path_factory.mktemp("bundle") / "web"
     bundle(out, [REFERENCE / "three_mix.wav"])
@@ -65,7 +65,7 @@ def web_bundle(tmp_path_factory, shipped_models) -> Path:
 
 
 def _serve(directory: Path, isolate: bool):
-    from timbreamt.web import make_server
+    from timbreamt.tools.bundle import make_server
 
     server = make_server(directory, 0, isolate=isolate)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -5,11 +5,12 @@ import json
 
 import numpy as np
 
-from timbreamt.browser import BrowserJob
+from timbreamt.core.browser_job import BrowserJob
 
 rng = np.random.default_rng(1234)
 n_samples = 44100 * 20
-job = BrowserJob(n_samples, "synthetic", True, "auto", 44100, 0.5, 0.3, 6, core_frames=300, context_frames=40)
+job = BrowserJob(n_samples, "synthetic", True, "auto", 44100, onset_threshold=0.5, frame_threshold=0.3,
+                 min_note_frames=6, core_frames=300, context_frames=40)
 total = sum(w.core_end - w.core_start for w in job.windows)
 onset = (rng.random((84, total)) ** 8 * 0.4).astype(np.float32)
 frame = (rng.random((84, total)) ** 6 * 0.25).astype(np.float32)

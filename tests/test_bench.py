@@ -2,7 +2,7 @@
 import soundfile as sf
 
 from conftest import REFERENCE, REFERENCE_MODELS
-from timbreamt.bench import make_input, paired_ratio, run_one, table, uncompiled_sources
+from timbreamt.tools.bench import make_input, paired_ratio, run_one, table, uncompiled_sources
 
 
 def test_make_input_and_one_run_each(tmp_path, shipped_models):
@@ -21,7 +21,7 @@ def test_make_input_and_one_run_each(tmp_path, shipped_models):
 
 
 def test_bench_repeats_report_the_median(tmp_path, shipped_models):
-    from timbreamt.bench import bench
+    from timbreamt.tools.bench import bench
 
     order = []
     rows = bench([3.0], ["timbreamt-basicamt", "basic-pitch"], threads=1, models=shipped_models,

@@ -56,7 +56,8 @@ def python_mono(path):
 @pytest.mark.parametrize("name,model,instruments", [("three_mix", "septimbre", 3), ("piano_short", "basicamt", 1),
                                                      ("three_mix", "septimbre", "auto")])
 def test_page_matches_cli(page, base_url, web_bundle, name, model, instruments):
-    from timbreamt.transcribe import Model, Transcriber
+    from timbreamt.runtime.model import Model
+    from timbreamt.runtime.transcriber import Transcriber
 
     shutil.copy(REFERENCE / f"{name}.wav", web_bundle / "examples" / f"parity_{name}.wav")
     errors = open_page(page, base_url)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from timbreamt import cluster
+from timbreamt.core import cluster
 
 
 def groups(k, per, dim=12, spread=0.25, seed=0):
@@ -67,7 +67,7 @@ def test_note_embeddings_weighted_mean():
 
 
 def test_block_pooling_equals_cell_pooling_and_batches_agree():
-    from timbreamt.chunks import block_embeddings
+    from timbreamt.core.pipeline import block_embeddings
 
     rng = np.random.default_rng(3)
     n_frames = 203                                   # not a multiple of the 4-frame block

@@ -3,8 +3,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from timbreamt import constants as C  # noqa: E402
-from timbreamt.cqt import CQT, cqt_frequencies, numpy_cqt_bin  # noqa: E402
+from timbreamt.core import constants as C  # noqa: E402
+from timbreamt.training.cqt import CQT, cqt_frequencies, numpy_cqt_bin  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_matches_direct_numpy_cqt(cqt):
 def test_polyphase_decimator_equals_strided_lowpass(phases):
     import torch
 
-    from timbreamt.cqt import HalfBandDecimator, lowpass_kernel
+    from timbreamt.training.cqt import HalfBandDecimator, lowpass_kernel
 
     dec = HalfBandDecimator(phases)
     h = torch.tensor(lowpass_kernel(), dtype=torch.float32)[None, None]

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from timbreamt import constants as C
-from timbreamt.data import piano_rolls, procedural_part, split_of
+from timbreamt.core import constants as C
+from timbreamt.training.data import piano_rolls, procedural_part, split_of
 
 
 def test_piano_rolls_frames_onsets_and_parts():
@@ -32,7 +32,7 @@ def test_procedural_parts_cover_range_with_chords():
 
 
 def test_restrikes_repeat_pitches_and_default_parts_are_unchanged():
-    from timbreamt.data import without_overlaps
+    from timbreamt.training.data import without_overlaps
 
     def repeated_onsets(part) -> int:
         """Onsets whose pitch set equals the previous onset's (chords grouped at 50 ms)."""
@@ -67,7 +67,7 @@ def test_split_is_stable_and_about_ten_percent():
 
 def test_reserved_composers_never_listed():
     pytest.importorskip("music21")
-    from timbreamt.data import TRAIN_COMPOSERS, corpus_paths
+    from timbreamt.training.data import TRAIN_COMPOSERS, corpus_paths
 
     assert not set(TRAIN_COMPOSERS) & set(C.RESERVED_COMPOSERS)
     paths = corpus_paths("train")[:5000] + corpus_paths("val")
@@ -77,7 +77,7 @@ def test_reserved_composers_never_listed():
 
 def test_clip_synthesis_is_deterministic_and_labelled():
     pytest.importorskip("fluidsynth")
-    from timbreamt.data import Renderer, make_clip
+    from timbreamt.training.data import Renderer, make_clip
 
     r = Renderer()
     a = make_clip(7, 3, renderer=r, corpus_fraction=0.0)
@@ -95,8 +95,8 @@ def test_clip_synthesis_is_deterministic_and_labelled():
 
 
 def test_missing_soundfont_and_empty_data_dir(tmp_path):
-    from timbreamt.data import check_synthesis, list_clips
-    from timbreamt.errors import DataError
+    from timbreamt.training.data import check_synthesis, list_clips
+    from timbreamt.core.errors import DataError
 
     with pytest.raises(DataError, match="soundfont not found"):
         check_synthesis((str(tmp_path / "none.sf2"),))
@@ -108,8 +108,8 @@ def test_missing_soundfont_and_empty_data_dir(tmp_path):
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     pytest.importorskip("torch")
-    from timbreamt.errors import DataError
-    from timbreamt.train import load_checkpoint
+    from timbreamt.core.errors import DataError
+    from timbreamt.training.checkpoints import load_checkpoint
 
     bad = tmp_path / "last.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -121,9 +121,9 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 def test_teacher_must_be_a_basicamt_checkpoint(tmp_path):
     torch = pytest.importorskip("torch")
-    from timbreamt.errors import DataError
-    from timbreamt.models import Septimbre, build_model
-    from timbreamt.train import model_from_checkpoint
+    from timbreamt.core.errors import DataError
+    from timbreamt.training.models import Septimbre, build_model
+    from timbreamt.training.checkpoints import model_from_checkpoint
 
     sept = tmp_path / "septimbre.pt"
     torch.save({"model": build_model("septimbre").state_dict(), "config": {"model": "septimbre"}}, sept)
@@ -159,7 +159,7 @@ def test_train_cli_checkpoints_resumes_and_exports(tmp_path):
     r = cli("export", run, "--out", tmp_path / "models")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "models" / "basicamt.onnx").is_file()
-    from timbreamt.onnx_meta import read_metadata
+    from timbreamt.core.graph_metadata import read_metadata
     meta = read_metadata((tmp_path / "models" / "basicamt.onnx").read_bytes())
     assert meta["conv2_rank"] == "0" and meta["conv_kernel"] == "5" and meta["neck_bins"] == "252"
     assert meta["neck_kernel"] == "5"
@@ -199,7 +199,7 @@ def test_train_cli_checkpoints_resumes_and_exports(tmp_path):
 
 
 def test_eval_plan_has_40_plus_clips_of_1_to_4_instruments():
-    from timbreamt.data import EVAL_CLIP_SECONDS, eval_plan, eval_plan_first
+    from timbreamt.training.data import EVAL_CLIP_SECONDS, eval_plan, eval_plan_first
 
     plan = eval_plan()
     assert len(plan) >= 40 and EVAL_CLIP_SECONDS >= 30
@@ -211,7 +211,7 @@ def test_eval_plan_has_40_plus_clips_of_1_to_4_instruments():
 
 
 def test_without_overlaps_ends_a_note_where_its_pitch_restarts():
-    from timbreamt.data import Part, without_overlaps
+    from timbreamt.training.data import Part, without_overlaps
 
     notes = np.array([[60, 0.0, 1.0], [60, 0.5, 1.5], [64, 0.2, 0.9], [60, 2.0, 2.01]], dtype=np.float32)
     part = without_overlaps(Part(notes, np.array([80, 90, 70, 60], np.int16), [], [], []))
@@ -221,7 +221,7 @@ def test_without_overlaps_ends_a_note_where_its_pitch_restarts():
 
 def test_eval_clips_use_held_out_programs_unheard_music_and_are_deterministic():
     pytest.importorskip("fluidsynth")
-    from timbreamt.data import EVAL_CLIP_SECONDS, MIN_PART_NOTES, Renderer, eval_plan, make_eval_clip
+    from timbreamt.training.data import EVAL_CLIP_SECONDS, MIN_PART_NOTES, Renderer, eval_plan, make_eval_clip
 
     renderer = Renderer()
     index, category, n = next(row for row in eval_plan() if row[2] == 3)
@@ -256,8 +256,8 @@ def _write_midi(path, notes, program=0, drums=()):
 
 def test_user_midi_files_become_training_clips(tmp_path):
     pytest.importorskip("fluidsynth")
-    from timbreamt.data import Renderer, list_midi_files, make_clip
-    from timbreamt.midi import midi_parts
+    from timbreamt.training.data import Renderer, list_midi_files, make_clip
+    from timbreamt.runtime.midi_file import midi_parts
 
     folder = tmp_path / "midi"
     folder.mkdir()
@@ -295,7 +295,7 @@ def test_unreadable_midi_is_a_one_line_error(tmp_path):
 
 def test_dynamic_mixtures_combine_solo_clips_of_different_programs(tmp_path):
     torch = pytest.importorskip("torch")
-    from timbreamt.train import ClipSampler
+    from timbreamt.training.train import ClipSampler
 
     sr = C.SAMPLE_RATE
     t = np.arange(int(10 * sr)) / sr
@@ -321,8 +321,8 @@ def test_dynamic_mixtures_combine_solo_clips_of_different_programs(tmp_path):
 
 def test_encoder_validation_scores_mixtures_only():
     torch = pytest.importorskip("torch")
-    from timbreamt.models import build_model
-    from timbreamt.train import validate_encoder
+    from timbreamt.training.models import build_model
+    from timbreamt.training.train import validate_encoder
 
     sr = C.SAMPLE_RATE
     t = np.arange(int(3 * sr)) / sr
@@ -362,8 +362,8 @@ def test_encoder_validation_scores_mixtures_only():
 
 def test_clip_that_cannot_be_written_gives_a_clear_error(tmp_path):
     pytest.importorskip("fluidsynth")
-    from timbreamt.data import _worker_make
-    from timbreamt.errors import DataError
+    from timbreamt.training.data import _worker_make
+    from timbreamt.core.errors import DataError
 
     gone = tmp_path / "removed-while-rendering"
     with pytest.raises(DataError, match="cannot write .*clip_000000.npz"):

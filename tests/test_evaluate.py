@@ -3,7 +3,7 @@ import pytest
 
 mir_eval = pytest.importorskip("mir_eval")
 
-from timbreamt.evaluate import note_scores  # noqa: E402
+from timbreamt.training.metrics import note_scores  # noqa: E402
 
 
 def test_note_scores_match_mir_eval_by_hand():
@@ -17,7 +17,7 @@ def test_note_scores_match_mir_eval_by_hand():
 
 
 def test_calibration_chooses_melodia_by_the_references():
-    from timbreamt.evaluate import calibrate_thresholds
+    from timbreamt.training.metrics import calibrate_thresholds
 
     onset = np.zeros((84, 200), np.float32)
     frame = np.zeros((84, 200), np.float32)
@@ -46,7 +46,7 @@ def test_empty_cases_and_validation():
 
 
 def test_multi_instrument_assignment_on_hand_made_tracks():
-    from timbreamt.evaluate import multi_instrument_scores
+    from timbreamt.training.metrics import multi_instrument_scores
 
     a = np.array([[0.0, 0.5, 60], [1.0, 1.5, 62], [2.0, 2.5, 64]])
     b = np.array([[0.0, 0.5, 48], [1.0, 1.5, 50]])
@@ -66,7 +66,7 @@ def test_multi_instrument_assignment_on_hand_made_tracks():
 
 def test_midi_parts_reads_reference_tracks():
     from conftest import REFERENCE
-    from timbreamt.evaluate import midi_parts
+    from timbreamt.tools.evaluate import midi_parts
 
     parts = midi_parts(REFERENCE / "three_mix.mid")
     assert [len(p) for p in parts] == [7, 9, 7]
@@ -74,7 +74,7 @@ def test_midi_parts_reads_reference_tracks():
 
 
 def test_frame_scores_by_hand():
-    from timbreamt.evaluate import frame_scores
+    from timbreamt.training.metrics import frame_scores
 
     ref = np.array([[0.0, 1.0, 60]])
     s = frame_scores(ref, np.array([[0.5, 1.5, 60]]))       # half of each note overlaps the other
@@ -86,7 +86,7 @@ def test_frame_scores_by_hand():
 
 
 def test_pitch_kmeans_groups_registers_deterministically():
-    from timbreamt.evaluate import pitch_kmeans
+    from timbreamt.tools.evaluate import pitch_kmeans
 
     pitches = np.array([40, 80, 41, 81, 42, 79, 60])
     labels = pitch_kmeans(pitches, 2)
@@ -98,7 +98,7 @@ def test_pitch_kmeans_groups_registers_deterministically():
 
 
 def test_summary_and_target_checks_compare_systems():
-    from timbreamt.evaluate import eval_markdown, summarise, target_checks
+    from timbreamt.tools.evaluate import eval_markdown, summarise, target_checks
 
     def row(system, category, n, f1, multi, **extra):
         return {"clip": "c", "category": category, "instruments": n, "system": system, "note_f1": f1,
@@ -125,8 +125,8 @@ def test_summary_and_target_checks_compare_systems():
 @pytest.mark.slow
 def test_every_system_is_scored_on_an_evaluation_clip():
     pytest.importorskip("fluidsynth")
-    from timbreamt.data import eval_plan, make_eval_clip
-    from timbreamt.evaluate import EVAL_SYSTEMS, EvalSystems
+    from timbreamt.training.data import eval_plan, make_eval_clip
+    from timbreamt.tools.evaluate import EVAL_SYSTEMS, EvalSystems
 
     index, category, n = next(row for row in eval_plan() if row[2] == 2)
     clip = make_eval_clip(index, category, n)

@@ -8,11 +8,11 @@ torch = pytest.importorskip("torch")
 import onnxruntime as ort  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
-from timbreamt import constants as C  # noqa: E402
-from timbreamt.errors import ExportError  # noqa: E402
-from timbreamt.export import check_eps_guard, check_web_compatible, export_model, verify  # noqa: E402
-from timbreamt.models import build_model  # noqa: E402
-from timbreamt.onnx_meta import read_metadata  # noqa: E402
+from timbreamt.core import constants as C  # noqa: E402
+from timbreamt.core.errors import ExportError  # noqa: E402
+from timbreamt.training.export import check_eps_guard, check_web_compatible, export_model, verify  # noqa: E402
+from timbreamt.training.models import build_model  # noqa: E402
+from timbreamt.core.graph_metadata import read_metadata  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_export_fuses_the_note_heads(exported):
 
 def test_torch_onnx_parity(exported):
     model, path = exported
-    from timbreamt.export import _wrapper
+    from timbreamt.training.export import _wrapper
 
     rng = np.random.default_rng(1)
     audio = (rng.standard_normal((1, 1, 44100 * 3)) * 0.2).astype(np.float32)
@@ -64,7 +64,7 @@ def test_torch_onnx_parity(exported):
 
 def test_eps_is_bit_exact_in_graph(exported):
     _, path = exported
-    from timbreamt.export import _initializers
+    from timbreamt.training.export import _initializers
 
     consts = list(_initializers(onnx.load(str(path)).graph).values())
     bits = np.float32(C.EPS).view(np.uint32)

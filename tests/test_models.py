@@ -3,9 +3,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from timbreamt import constants as C  # noqa: E402
-from timbreamt.losses import distillation_loss, focal_loss, info_nce, note_loss  # noqa: E402
-from timbreamt.models import build_model, count_parameters  # noqa: E402
+from timbreamt.core import constants as C  # noqa: E402
+from timbreamt.training.losses import distillation_loss, focal_loss, info_nce, note_loss  # noqa: E402
+from timbreamt.training.models import build_model, count_parameters  # noqa: E402
 
 
 def test_parameter_counts():
@@ -185,7 +185,7 @@ def test_low_rank_conv2_from_svd():
     """A full conv2 factorised at rank 24 (its full rank) gives the same maps; rank 8 keeps part of
     its energy and has fewer parameters; a product re-factorises through its full kernel (rank 8 ->
     rank 4 keeps less, a product -> the full convolution is exact)."""
-    from timbreamt.train import load_note_weights
+    from timbreamt.training.checkpoints import load_note_weights
 
     torch.manual_seed(4)
     full = build_model("basicamt").eval()
@@ -217,7 +217,7 @@ def test_low_rank_conv2_from_svd():
 @pytest.mark.parametrize("time_first", [False, True])
 def test_low_rank_product_equals_its_kernel(time_first):
     """Either order, the product is the full 25 x 3 dilated convolution of LowRankConv.kernel()."""
-    from timbreamt.models import LowRankConv, conv
+    from timbreamt.training.models import LowRankConv, conv
 
     torch.manual_seed(10)
     product = LowRankConv(8, time_first=time_first)
@@ -236,7 +236,7 @@ def test_low_rank_product_equals_its_kernel(time_first):
 def test_time_first_conv2_starts_from_a_freq_first_one():
     """A frequency-first rank-8 conv2 re-factorises time first by SVD of its kernel (part of the
     energy kept; the rest of the branch as it was); time first needs a low rank."""
-    from timbreamt.train import load_note_weights, note_shape
+    from timbreamt.training.checkpoints import load_note_weights, note_shape
 
     torch.manual_seed(11)
     src = build_model("basicamt", conv2_rank=8).eval()
@@ -256,8 +256,8 @@ def test_time_first_conv2_starts_from_a_freq_first_one():
 def test_small_kernels_start_from_the_central_taps():
     """A 5 x 5 note branch starts a 3 x 3 one from its kernels' central taps (conv2 of any rank loads
     as it is); a 3 x 3 branch cannot become 5 x 5, and only 3 and 5 exist."""
-    from timbreamt.errors import DataError
-    from timbreamt.train import load_note_weights, note_shape
+    from timbreamt.core.errors import DataError
+    from timbreamt.training.checkpoints import load_note_weights, note_shape
 
     torch.manual_seed(6)
     big = build_model("basicamt", conv2_rank=8).eval()
@@ -284,8 +284,8 @@ def test_neck_kernel_alone_starts_from_its_central_taps():
     """--neck-kernel 3 with conv1 at 5 x 5: only the neck is cut to its central taps (conv1 and conv2
     load as they are); a checkpoint records it, older ones (no neck_kernel) have conv1's; an 84-row
     neck keeps its 3 pitch rows and loses time taps only; the neck alone cannot grow back to 5 x 5."""
-    from timbreamt.errors import DataError
-    from timbreamt.train import load_note_weights, note_shape, shape_flags
+    from timbreamt.core.errors import DataError
+    from timbreamt.training.checkpoints import load_note_weights, note_shape, shape_flags
 
     torch.manual_seed(16)
     big = build_model("basicamt", conv2_rank=8, conv2_time_first=True).eval()
@@ -319,7 +319,7 @@ def test_pitch_neck_is_the_bin_neck_at_each_semitone_centre(rank):
     """Loaded from a 252-row branch, the 84-row one's strided conv2 gives exactly the 252-row conv2's
     output at bins 3j + 1 (the bin of MIDI 24 + j) in its centre phase, full or low rank, and its
     neck, fed the bins of each semitone as phases, gives exactly the 252-row neck at those bins."""
-    from timbreamt.train import load_note_weights
+    from timbreamt.training.checkpoints import load_note_weights
 
     torch.manual_seed(8)
     bins = build_model("basicamt", conv2_rank=rank).eval()
@@ -342,8 +342,8 @@ def test_pitch_neck_starts_from_a_bin_neck():
     outputs repeat per phase, the heads' kernels fold each bin row into the nearest pitch row (sums
     kept, taps where they belong); 5 x 5 -> 3 x 3 at the same time works; an 84-row branch cannot
     become a 252-row one; only 252 and 84 exist."""
-    from timbreamt.errors import DataError
-    from timbreamt.train import fold_rows_to_pitches, load_note_weights, note_shape
+    from timbreamt.core.errors import DataError
+    from timbreamt.training.checkpoints import fold_rows_to_pitches, load_note_weights, note_shape
 
     torch.manual_seed(9)
     bins = build_model("basicamt", conv2_rank=8).eval()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from timbreamt import notes
+from timbreamt.core import notes
 
 
 def blank(frames=200):

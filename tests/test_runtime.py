@@ -13,11 +13,12 @@ import pytest
 import soundfile as sf
 
 from conftest import REFERENCE_MODELS, tone
-from timbreamt.chunks import (CROP_MARGIN_FRAMES, HOP_INPUT, NOTE_CROP_MARGIN_FRAMES, PEAK_MARGIN, n_frames, plan_windows,
-                              window_crop)
-from timbreamt.errors import AudioError, ModelError, OutputError
-from timbreamt.transcribe import ARENA_SHRINKAGE, Model, Transcriber, _windows_from_stream
-from timbreamt.transcription import Transcription
+from timbreamt.core.constants import CROP_MARGIN_FRAMES, GRAPH_HOP, NOTE_CROP_MARGIN_FRAMES, PEAK_MARGIN
+from timbreamt.core.windows import n_frames, plan_windows, window_crop
+from timbreamt.core.errors import AudioError, ModelError, OutputError
+from timbreamt.runtime.transcriber import Transcriber, _windows_from_stream
+from timbreamt.runtime.model import ARENA_SHRINKAGE, Model
+from timbreamt.core.transcription import Transcription
 
 SR = 44100
 
@@ -52,7 +53,7 @@ def test_plan_covers_all_frames_once():
         windows = plan_windows(n, core_frames=700, context_frames=264)
         cores = [f for w in windows for f in range(w.core_start, w.core_end)]
         assert cores == list(range(n_frames(n)))
-        assert all(w.in_start % HOP_INPUT == 0 and 0 <= w.in_start < w.in_end <= n for w in windows)
+        assert all(w.in_start % GRAPH_HOP == 0 and 0 <= w.in_start < w.in_end <= n for w in windows)
 
 
 def test_streamed_windows_equal_planned_windows():
@@ -150,7 +151,7 @@ def test_transcribes_reference_mix_into_tracks(sept, reference_dir):
 def test_auto_saying_one_instrument_suggests_giving_n(sept, reference_dir, tmp_path):
     """The estimate says 1 on this 3-instrument clip (a known limit): the result says how to do better,
     in the API's warnings and on the CLI's stderr; silence (no notes) says nothing."""
-    from timbreamt.chunks import AUTO_ONE_WARNING
+    from timbreamt.core.pipeline import AUTO_ONE_WARNING
 
     result = sept.transcribe(reference_dir / "three_mix.wav", instruments="auto")
     assert len(result.tracks) == 1 and result.warnings == [AUTO_ONE_WARNING]
@@ -163,7 +164,7 @@ def test_auto_saying_one_instrument_suggests_giving_n(sept, reference_dir, tmp_p
 
 def test_melodia_follows_the_model_and_can_be_overridden(sept, reference_dir):
     wav = reference_dir / "three_mix.wav"
-    assert sept.options().melodia == sept.model.melodia    # the graph's calibrated default
+    assert sept.options().melodia == sept.model.defaults.melodia    # the graph's calibrated default
     key = lambda n: (n.pitch, n.start, n.end)          # noqa: E731
     with_m = {key(n) for t in sept.transcribe(wav, instruments=None, melodia=True).tracks for n in t.notes}
     without = {key(n) for t in sept.transcribe(wav, instruments=None, melodia=False).tracks for n in t.notes}
@@ -207,7 +208,7 @@ def test_unusual_sample_rates(basic, tmp_path, rate):
     got = basic.transcribe(write(tmp_path / f"r{rate}.wav", audio, rate))
     assert got.sample_rate == rate and got.duration == pytest.approx(6.0, abs=0.01)
     if rate == 192000:   # same content, resampled twice: (nearly) the same notes
-        from timbreamt.evaluate import note_scores
+        from timbreamt.training.metrics import note_scores
 
         def rows(r):
             return np.array([[n.start, n.end, n.pitch] for n in r.tracks[0].notes]).reshape(-1, 3)
@@ -368,7 +369,7 @@ def test_cli_bad_model_and_options(tmp_path, reference_dir):
 
 
 def test_failed_write_leaves_nothing(tmp_path, reference_dir, sept):
-    from timbreamt.midi import output_paths, write_outputs
+    from timbreamt.runtime.outputs import output_paths, write_outputs
 
     result = sept.transcribe(reference_dir / "three_mix.wav", instruments=2)
     target = tmp_path / "ro"
@@ -385,8 +386,8 @@ def test_windowed_variant_requires_crop(shipped_models, tmp_path):
     feed); the byte surgery keeps everything else, metadata included."""
     import onnxruntime as ort
 
-    from timbreamt.onnx_meta import read_metadata, without_initializer
-    from timbreamt.web import write_windowed_variant
+    from timbreamt.core.graph_metadata import read_metadata, without_initializer
+    from timbreamt.tools.bundle import write_windowed_variant
 
     src = tmp_path / "septimbre.onnx"
     shutil.copy(shipped_models / "septimbre.onnx", src)
@@ -412,7 +413,7 @@ def test_windowed_variant_requires_crop(shipped_models, tmp_path):
 def test_browser_job_with_cropped_windows_decodes_the_same():
     """The worker's Python half: cropped windows (maps starting crop_start frames later) give the
     very transcription of whole windows."""
-    from timbreamt.browser import BrowserJob
+    from timbreamt.core.browser_job import BrowserJob
 
     rng = np.random.default_rng(7)
     n_samples = 44100 * 12
@@ -428,7 +429,8 @@ def test_browser_job_with_cropped_windows_decodes_the_same():
     emb /= np.linalg.norm(emb, axis=0, keepdims=True)
     results = []
     for can_crop in (False, True):
-        job = BrowserJob(n_samples, "synthetic", True, 2, 44100, 0.5, 0.3, 6, core_frames=200, context_frames=80,
+        job = BrowserJob(n_samples, "synthetic", True, 2, 44100, onset_threshold=0.5, frame_threshold=0.3, min_note_frames=6,
+                         core_frames=200, context_frames=80,
                          can_crop=can_crop)
         rows = job.window_list()
         assert any(r[4] > 0 for r in rows) == can_crop

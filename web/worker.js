@@ -1,7 +1,7 @@
 /* timbreamt worker (classic Web Worker, so noteDigger-style hosts can use it too).
  *
  * Loads onnxruntime-web and Pyodide (+ numpy + our wheel) once, then for each job: runs the ONNX
- * graph window by window (the plan and the stitching come from timbreamt.chunks in Pyodide, the same
+ * graph window by window (the plan and the stitching come from timbreamt.core in Pyodide, the same
  * code as the CLI), decodes notes and clusters them in Pyodide, and replies with the CLI's JSON.
  *
  * Messages in:  {type:'init', baseUrl, threads?}
@@ -15,7 +15,8 @@
  */
 'use strict';
 
-const INPUT_RATE = 44100;
+// The system's numbers, read from timbreamt.core.constants in Pyodide at init (defined once, in Python)
+let K = null;
 let baseUrl = '';
 let pyodide = null;
 let readyPromise = null;
@@ -36,7 +37,10 @@ async function init(base, threads) {
   await pyodide.loadPackage('numpy');
   const wheels = await (await fetch(baseUrl + 'wheels/index.json')).json();
   await pyodide.loadPackage(baseUrl + 'wheels/' + wheels.timbreamt);
-  pyodide.runPython('import timbreamt.browser');
+  pyodide.runPython('import timbreamt.core.browser_job');
+  const consts = pyodide.runPython('timbreamt.core.browser_job.browser_constants()');
+  K = consts.toJs({ dict_converter: Object.fromEntries });
+  consts.destroy();
   return { threads: ort.env.wasm.numThreads, crossOriginIsolated: !!self.crossOriginIsolated };
 }
 
@@ -83,7 +87,7 @@ async function getSession(model) {
 
 /* The graph's metadata_props (decoding defaults) read with Python's protobuf-free parser. */
 async function readMetadata(bytes) {
-  const fn = pyodide.runPython('from timbreamt.onnx_meta import read_metadata; read_metadata');
+  const fn = pyodide.runPython('from timbreamt.core.graph_metadata import read_metadata; read_metadata');
   const meta = fn(bytes).toJs({ dict_converter: Object.fromEntries });
   fn.destroy();
   return meta;
@@ -97,22 +101,25 @@ async function runJob(msg, onProgress) {
   if (!(samples instanceof Float32Array)) throw new Error('samples must be a Float32Array');
   if (samples.length === 0) throw new Error('audio is empty (0 samples)');
   for (let i = 0; i < samples.length; i += 1) {
-    if (!Number.isFinite(samples[i])) throw new Error(`audio contains NaN or infinite samples at ${(i / INPUT_RATE).toFixed(2)} s`);
+    if (!Number.isFinite(samples[i])) throw new Error(`audio contains NaN or infinite samples at ${(i / K.GRAPH_SAMPLE_RATE).toFixed(2)} s`);
   }
   const { session, meta, name, canCrop } = await getSession(msg.model || 'septimbre');
   const hasEmbedding = session.outputNames.includes('embedding');
-  const fallback = hasEmbedding ? [0.35, 0.31] : [0.38, 0.22];   // reference graphs carry no metadata
   const opts = msg.options || {};
-  const onsetT = opts.onsetThreshold ?? (meta.onset_threshold ? Number(meta.onset_threshold) : fallback[0]);
-  const frameT = opts.frameThreshold ?? (meta.frame_threshold ? Number(meta.frame_threshold) : fallback[1]);
-  const minFrames = opts.minNoteFrames ?? (meta.min_note_frames ? Number(meta.min_note_frames) : 6);
-  const melodia = opts.melodia ?? (meta.melodia !== '0');   // calibrated per model; on without metadata
-  const Job = pyodide.runPython('timbreamt.browser.BrowserJob');
+  // decoding defaults (the graph's metadata) and the instruments check: timbreamt.core.contract, as in the CLI
+  const Job = pyodide.runPython('timbreamt.core.browser_job.BrowserJob');
   const instruments = msg.instruments === undefined ? 'auto' : msg.instruments;
-  const job = Job.callKwargs(samples.length, name, hasEmbedding, instruments, msg.sampleRate || INPUT_RATE, {
-    onset_threshold: onsetT, frame_threshold: frameT, min_note_frames: minFrames, melodia, can_crop: canCrop,
-    ...(opts.coreFrames ? { core_frames: opts.coreFrames } : {}),
-  });
+  const metaProxy = pyodide.toPy(meta);
+  let job;
+  try {
+    job = Job.callKwargs(samples.length, name, hasEmbedding, instruments, msg.sampleRate || K.GRAPH_SAMPLE_RATE, {
+      metadata: metaProxy, onset_threshold: opts.onsetThreshold ?? null, frame_threshold: opts.frameThreshold ?? null,
+      min_note_frames: opts.minNoteFrames ?? null, melodia: opts.melodia ?? null, can_crop: canCrop,
+      ...(opts.coreFrames ? { core_frames: opts.coreFrames } : {}),
+    });
+  } finally {
+    metaProxy.destroy();
+  }
   Job.destroy();
   const windows = job.window_list().toJs();
   const maps = msg.returnMaps ? { onset: [], frame: [], embedding: [] } : null;
@@ -124,7 +131,7 @@ async function runJob(msg, onProgress) {
       const tIn = performance.now();
       const input = new ort.Tensor('float32', samples.subarray(inStart, inEnd), [1, 1, inEnd - inStart]);
       const feeds = { audio: input };
-      if (canCrop) feeds.crop = new ort.Tensor('int64', BigInt64Array.from([BigInt(cropStart), BigInt(cropEnd)]), [2]);
+      if (canCrop) feeds[K.CROP_INPUT] = new ort.Tensor('int64', BigInt64Array.from([BigInt(cropStart), BigInt(cropEnd)]), [2]);
       const out = await session.run(feeds);
       timings.inference += performance.now() - tIn;
       const frames = out.onset.dims[2];
@@ -132,16 +139,16 @@ async function runJob(msg, onProgress) {
       job.add(i, frames, out.onset.data, out.frame.data, hasEmbedding ? out.embedding.data : null);
       timings.postprocess += performance.now() - tPost;
       if (maps) {
-        const first = Math.floor(inStart / 512) + cropStart;   // the maps' first frame
+        const first = Math.floor(inStart / K.GRAPH_HOP) + cropStart;   // the maps' first frame
         const lo = coreStart - first;
         const hi = coreEnd - first;
-        maps.onset.push(sliceMap(out.onset.data, frames, lo, hi, 84));
-        maps.frame.push(sliceMap(out.frame.data, frames, lo, hi, 84));
-        if (hasEmbedding) maps.embedding.push(sliceMap(out.embedding.data, frames, lo, hi, 12 * 84));
+        maps.onset.push(sliceMap(out.onset.data, frames, lo, hi, K.N_PITCHES));
+        maps.frame.push(sliceMap(out.frame.data, frames, lo, hi, K.N_PITCHES));
+        if (hasEmbedding) maps.embedding.push(sliceMap(out.embedding.data, frames, lo, hi, K.EMBEDDING_DIM * K.N_PITCHES));
       }
       for (const t of Object.values(out)) if (t.dispose) t.dispose();
     }
-    progress(hasEmbedding && instruments !== 1 ? 'notes+clustering' : 'notes', windows.length, windows.length);
+    progress(job.instruments != null ? 'notes+clustering' : 'notes', windows.length, windows.length);
     const tPost = performance.now();
     const result = JSON.parse(job.finish());
     const midiProxy = job.midi();
@@ -153,8 +160,8 @@ async function runJob(msg, onProgress) {
     delete result.warnings;
     const reply = { type: 'result', id: msg.id, transcription: result, warnings, midi, timings, windowed: canCrop };
     if (maps) {
-      reply.maps = { onset: concatMaps(maps.onset, 84), frame: concatMaps(maps.frame, 84) };
-      if (hasEmbedding) reply.maps.embedding = concatMaps(maps.embedding, 12 * 84);
+      reply.maps = { onset: concatMaps(maps.onset, K.N_PITCHES), frame: concatMaps(maps.frame, K.N_PITCHES) };
+      if (hasEmbedding) reply.maps.embedding = concatMaps(maps.embedding, K.EMBEDDING_DIM * K.N_PITCHES);
     }
     return reply;
   } finally {

@@ -5,8 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import constants as C
-from .errors import TimbreamtError
+from .core import constants as C
+from .core.errors import TimbreamtError
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -14,7 +14,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"analysis rate {C.SAMPLE_RATE} Hz, hop {C.HOP} ({C.FRAMES_PER_SECOND:.2f} frames/s), "
           f"CQT {C.N_BINS} bins from {C.FMIN} Hz, pitches MIDI {C.MIDI_MIN}-{C.MIDI_MAX}")
     try:
-        from .models import build_model, count_parameters
+        from .training.models import build_model, count_parameters
     except ImportError:
         print("models: torch is not installed (pip install 'timbreamt[train]') - parameter counts unavailable")
     else:
@@ -25,8 +25,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
                   f"{count_parameters(build_model(name, conv2_rank=8, conv_kernel=3)):,} with 3 x 3 kernels too, "
                   f"{count_parameters(build_model(name, conv2_rank=8, neck_bins=C.N_PITCHES)):,} with a rank-8 conv2 "
                   f"and an 84-row neck")
-    from .onnx_meta import read_metadata
-    from .transcribe import default_model_path
+    from .core.graph_metadata import read_metadata
+    from .runtime.model import default_model_path
 
     for name in ("basicamt", "septimbre"):
         path = default_model_path(name)
@@ -41,7 +41,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from .data import generate, list_midi_files
+    from .training.data import generate, list_midi_files
 
     programs = tuple(int(p) for p in args.programs.split(",")) if args.programs else None
     kwargs: dict = {"programs": programs} if programs else {}
@@ -57,8 +57,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .models import build_model
-    from .train import TrainConfig, train
+    from .training.models import build_model
+    from .training.train import TrainConfig, train
 
     cfg = TrainConfig(model=args.model, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch,
                       segment_seconds=args.segment, lr=args.lr, seed=args.seed, init_from=args.init_from or "",
@@ -77,11 +77,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_run
+    from .training.export import export_run
 
     decoding = None
     if args.val:
-        from .train import calibrate_run
+        from .training.train import calibrate_run
 
         decoding = calibrate_run(args.run, [v for v in args.val.split(",") if v], max_clips=args.val_clips,
                                  notes_from=args.notes_from)
@@ -105,7 +105,7 @@ def _instruments(value: str):
 
 
 def _formats(value: str) -> list[str]:
-    from .midi import FORMATS
+    from .runtime.outputs import FORMATS
 
     out = [f.strip() for f in value.split(",") if f.strip()]
     bad = [f for f in out if f not in FORMATS]
@@ -119,9 +119,9 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .errors import TimbreamtError
-    from .midi import check_writable, output_paths, write_outputs
-    from .transcribe import Transcriber
+    from .core.errors import TimbreamtError
+    from .runtime.outputs import check_writable, output_paths, write_outputs
+    from .runtime.transcriber import Transcriber
 
     transcriber = Transcriber(args.model, threads=args.threads)   # a bad model stops everything: exit now
     instruments = args.instruments if transcriber.model.has_embedding else None
@@ -159,7 +159,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 def _cmd_bundle(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .web import bundle
+    from .tools.bundle import bundle
 
     examples = [Path(p) for p in args.example]
     sizes = bundle(args.out, examples)
@@ -171,17 +171,17 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .web import serve
+    from .tools.bundle import serve
 
     serve(args.dir, args.port, isolate=not args.no_isolation)
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import SYSTEMS, bench, table, uncompiled_sources
+    from .tools.bench import SYSTEMS, bench, table, uncompiled_sources
 
     if args.web:
-        from .bench import bench_web
+        from .tools.bench import bench_web
 
         bench_web(float(args.durations.split(",")[0]) if args.durations else 300.0)
         return 0
@@ -210,9 +210,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from .data import generate_eval_set
-    from .evaluate import (eval_chart, eval_markdown, evaluate_references, evaluate_set, markdown, summarise,
-                           target_checks, targets_markdown)
+    from .training.data import generate_eval_set
+    from .tools.evaluate import eval_chart, eval_markdown, evaluate_references, evaluate_set, markdown, summarise, target_checks, targets_markdown
 
     if args.threads < 1 or args.workers < 1:
         print("timbreamt: error: --threads and --workers must be >= 1", file=sys.stderr)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import constants as C
+from ..core import constants as C
 from .cqt import CQT
 
 

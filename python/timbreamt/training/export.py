@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import constants as C
-from .errors import ExportError
+from ..core import constants as C
+from ..core.errors import ExportError
 
 OPSET = 17
 MAX_OPSET = 20           # onnxruntime-web 1.18 (noteDigger) supports opsets up to 20
@@ -202,10 +202,10 @@ def check_ort_optimised_keeps_eps(path: Path) -> None:
         check_eps_guard(onnx.load(str(opt_path)))
 
 
-def test_signals(seconds: float, seed: int = 0) -> dict[str, np.ndarray]:
+def probe_signals(seconds: float, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    n = int(seconds * C.WEB_SAMPLE_RATE)
-    t = np.arange(n) / C.WEB_SAMPLE_RATE
+    n = int(seconds * C.GRAPH_SAMPLE_RATE)
+    t = np.arange(n) / C.GRAPH_SAMPLE_RATE
     return {
         "silence": np.zeros(n, np.float32),
         "noise_full_scale": rng.uniform(-1, 1, n).astype(np.float32),
@@ -235,10 +235,10 @@ def verify(path: str | Path, model_name: str, torch_model=None) -> dict[str, flo
         so.graph_optimization_level = level
         so.log_severity_level = 3      # not the expected "initializer crop appears in graph inputs"
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        cases = {f"{k}_1s": v for k, v in test_signals(1.0).items()}
+        cases = {f"{k}_1s": v for k, v in probe_signals(1.0).items()}
         cases["one_frame"] = np.zeros(100, np.float32)
-        cases["chord_30s"] = test_signals(30.0)["chord"]
-        cases["noise_30s"] = test_signals(30.0)["noise_full_scale"]
+        cases["chord_30s"] = probe_signals(30.0)["chord"]
+        cases["noise_30s"] = probe_signals(30.0)["noise_full_scale"]
         for case, audio in cases.items():
             outs = sess.run(None, {"audio": audio[None, None]})
             for n, o in zip(names, outs):
@@ -261,7 +261,7 @@ def verify(path: str | Path, model_name: str, torch_model=None) -> dict[str, flo
 def check_crop(sess, names: list[str], audio: np.ndarray) -> float:
     """Feeding ``crop`` must drop exactly those frames and change no kept frame farther than the
     runtime's CROP_MARGIN_FRAMES from a cut; returns the largest difference there."""
-    from .chunks import CROP_MARGIN_FRAMES
+    from ..core.constants import CROP_MARGIN_FRAMES
 
     full = sess.run(None, {"audio": audio[None, None]})
     c0, c1 = 128, 64
@@ -283,9 +283,9 @@ def export_run(run: str | Path, out_dir: str | Path, name: str | None = None,
     ({'onset_threshold', 'frame_threshold', 'melodia'}, from calibration) becomes the graph's decoding
     defaults. ``notes_from``: a BasicAMT run whose front
     end and note branch replace a Septimbre's (its timbre encoder is independent of them)."""
-    from .errors import DataError
+    from ..core.errors import DataError
     from .models import build_model
-    from .train import load_basicamt_checkpoint, load_checkpoint, load_note_weights, model_from_checkpoint, note_shape
+    from .checkpoints import load_basicamt_checkpoint, load_checkpoint, load_note_weights, model_from_checkpoint, note_shape
 
     ckpt = load_checkpoint(run)
     model_name = ckpt["config"]["model"]

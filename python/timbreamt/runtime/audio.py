@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioError
+from ..core.errors import AudioError
 
 SUPPORTED = "wav, flac, ogg/vorbis/opus, mp3, aiff and the other formats of libsndfile"
 MIN_SAMPLE_RATE = 1000

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import constants as C
+from ..core import constants as C
 
 
 def lowpass_kernel(taps: int = C.DOWNSAMPLE_TAPS, cutoff: float = C.DOWNSAMPLE_CUTOFF) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from . import constants as C
+from ..core import constants as C
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float, gamma: float = C.FOCAL_GAMMA) -> torch.Tensor:

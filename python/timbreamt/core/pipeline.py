@@ -1,118 +1,26 @@
-"""Chunked inference bookkeeping and the post-processing pipeline (numpy only; runs in Pyodide).
+"""The post-processing pipeline: window outputs -> notes -> tracks (numpy only; runs in Pyodide).
 
-The model runs on windows of the 44.1 kHz audio: a core of CORE_FRAMES frames plus CONTEXT_FRAMES of
-context on each side (cut at the file's ends, never zero-padded, so the first and last chunks see the
-file's edges exactly as whole-file inference does). Core frames of the windows tile the file; since
-every layer of our graphs is local, stitched maps equal whole-file maps.
-
-``MapAccumulator`` takes each window's output and keeps only what decoding needs, in bounded memory:
+``MapAccumulator`` takes each window's output (windows.py) and keeps only what decoding needs, in bounded memory:
 the frame map as float16 (84 x frames: 52 MB per hour, in one buffer sized from the expected length so
 it is never copied), the onset peaks (sparse), and for Septimbre one embedding per active (4-frame
 block, pitch): the timbre encoder runs at a quarter of the frame rate, so a block's frames share one
 embedding (the active frames' weighted mean for graphs that do not), and the weights come from the
-frame map itself. That is 32 bytes per active block instead of 36 per active cell. ``finish`` decodes notes and clusters them into
-tracks. The CLI and the browser both use this class, so they agree note for note.
+frame map itself. That is 32 bytes per active block instead of 36 per active cell. ``finish`` decodes
+notes and clusters them into tracks. The CLI and the browser both use this class, so they agree note for note.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from . import cluster, notes
+from . import cluster
+from . import notes
+from .constants import CROP_MARGIN_FRAMES, FRAME_GRID, FRAMES_PER_SECOND, N_PITCHES, NOTE_CROP_MARGIN_FRAMES, PEAK_MARGIN
+from .windows import Window
+from .contract import DecodeOptions
 from .transcription import Note, Track, Transcription
-
-INPUT_RATE = 44100
-HOP_INPUT = 512                     # input samples per frame (hop 256 at 22050 Hz)
-FRAMES_PER_SECOND = INPUT_RATE / HOP_INPUT
-CORE_FRAMES = 1536                  # ~17.8 s: measured on 10 min of Septimbre (2 threads, ORT arena
-                                    # shrunk per window), peak RSS 182 / 213 / 271 MiB at 1024 / 1536 /
-                                    # 2048 frames, time within noise at 1536 and 2048, ~8% more at 1024
-CONTEXT_FRAMES = 264                # ~3.1 s: covers the receptive field of our graphs; a multiple of
-                                    # 4 so windows start on the timbre encoder's 4-frame grid
-N_PITCHES = 84
-PEAK_MARGIN = 3                     # frames of context needed by inferred onsets + peak picking
-CROP_MARGIN_FRAMES = 32             # frames kept beyond the core by graphs that take a ``crop``, when
-                                    # the timbre embedding is used: the encoder's convolutions reach 30
-                                    # frames; a multiple of FRAME_GRID
-NOTE_CROP_MARGIN_FRAMES = 12        # the same when only the note maps are used: the note branch reaches
-                                    # 9 frames, + PEAK_MARGIN
-FRAME_GRID = 4                      # window starts on multiples of this (the timbre encoder's stride)
-
-
-@dataclass(frozen=True)
-class Window:
-    """One model run: input samples [in_start, in_end) give frames [frame_start, ...) of which
-    [core_start, core_end) are kept."""
-
-    in_start: int
-    in_end: int
-    core_start: int
-    core_end: int
-
-    @property
-    def frame_start(self) -> int:
-        return self.in_start // HOP_INPUT
-
-
-def n_frames(n_samples: int) -> int:
-    """Frames the graph gives for ``n_samples`` input samples at 44.1 kHz."""
-    if n_samples <= 0:
-        return 0
-    n22 = (n_samples + 1) // 2
-    return (n22 - 1) // 256 + 1
-
-
-def check_window_sizes(core_frames: int, context_frames: int) -> None:
-    """Window sizes must keep every window start on the FRAME_GRID, else strided layers disagree."""
-    if core_frames < 1 or context_frames < 0:
-        raise ValueError("core_frames must be >= 1 and context_frames >= 0")
-    if core_frames % FRAME_GRID or context_frames % FRAME_GRID:
-        raise ValueError(f"core_frames and context_frames must be multiples of {FRAME_GRID}, "
-                         f"got {core_frames} and {context_frames}")
-
-
-def plan_windows(n_samples: int, core_frames: int = CORE_FRAMES, context_frames: int = CONTEXT_FRAMES) -> list[Window]:
-    """Windows covering ``n_samples`` input samples (44.1 kHz). Starts are multiples of HOP_INPUT."""
-    if n_samples < 0:
-        raise ValueError(f"n_samples must be >= 0, got {n_samples}")
-    check_window_sizes(core_frames, context_frames)
-    total = n_frames(n_samples)
-    windows = []
-    for core_start in range(0, total, core_frames):
-        core_end = min(core_start + core_frames, total)
-        in_start = max(0, core_start - context_frames) * HOP_INPUT
-        in_end = min(n_samples, (core_end + context_frames) * HOP_INPUT)
-        windows.append(Window(in_start, in_end, core_start, core_end))
-    return windows
-
-
-def window_crop(window: Window, window_frames: int, margin: int = CROP_MARGIN_FRAMES) -> tuple[int, int]:
-    """Frames a graph with a ``crop`` input may drop at the start and end of ``window`` (whose input
-    gives ``window_frames`` frames) before its convolutions: everything farther than ``margin`` from
-    the core. The front end still sees the whole window (its energy statistic needs the context).
-    The start stays on the FRAME_GRID. Returns (start, end) frame counts."""
-    start = max(0, window.core_start - margin - window.frame_start)
-    start -= start % FRAME_GRID
-    end = max(0, window_frames - (window.core_end + margin - window.frame_start))
-    return start, end
-
 
 AUTO_ONE_WARNING = ("one instrument found automatically; if there are more, give their number "
                     "(the estimate often says 1 on mixtures)")
-
-
-@dataclass
-class DecodeOptions:
-    onset_threshold: float = 0.5
-    frame_threshold: float = 0.3
-    min_note_frames: int = 6
-    energy_tolerance: int = 11
-    melodia: bool = True
-
-    def validate(self) -> None:
-        notes._validate_thresholds(self.onset_threshold, self.frame_threshold, self.min_note_frames,
-                                   self.energy_tolerance)
 
 
 class MapAccumulator:

@@ -10,8 +10,11 @@ import json
 
 import numpy as np
 
-from .chunks import (CONTEXT_FRAMES, CORE_FRAMES, INPUT_RATE, N_PITCHES, DecodeOptions, MapAccumulator, n_frames,
-                     plan_windows, window_crop)
+from . import constants as C
+from .constants import CONTEXT_FRAMES, CORE_FRAMES, GRAPH_SAMPLE_RATE, N_PITCHES
+from .contract import decode_options, resolve_instruments
+from .pipeline import MapAccumulator
+from .windows import n_frames, plan_windows, window_crop
 from .midi import midi_bytes
 
 
@@ -19,32 +22,24 @@ class BrowserJob:
     """One transcription: plan windows for ``n_samples`` at 44.1 kHz, accumulate, finish."""
 
     def __init__(self, n_samples: int, model: str, has_embedding: bool, instruments, sample_rate: int,
-                 onset_threshold: float, frame_threshold: float, min_note_frames: int, energy_tolerance: int = 11,
-                 core_frames: int = CORE_FRAMES, context_frames: int = CONTEXT_FRAMES, melodia: bool = True,
+                 metadata: dict | None = None, onset_threshold: float | None = None,
+                 frame_threshold: float | None = None, min_note_frames: int | None = None,
+                 melodia: bool | None = None, core_frames: int = CORE_FRAMES, context_frames: int = CONTEXT_FRAMES,
                  can_crop: bool = False) -> None:
-        """can_crop: the graph takes a ``crop`` input (frames skipped before its convolutions); the
-        worker then feeds each window's crop from ``window_list``."""
+        """metadata: the graph's metadata_props (read_metadata); the decoding options default to it
+        exactly as in the CLI (contract.decode_options). can_crop: the graph takes a ``crop`` input
+        (frames skipped before its convolutions); the worker then feeds each window's crop from
+        ``window_list``."""
         if int(n_samples) <= 0:
             raise ValueError("audio is empty (0 samples)")
-        if instruments in ("auto", None):
-            self.instruments = instruments
-        else:
-            self.instruments = int(instruments)
-            if self.instruments < 1:
-                raise ValueError(f"instruments must be >= 1 or 'auto', got {instruments}")
-        if not has_embedding:
-            if isinstance(self.instruments, int) and self.instruments > 1:
-                raise ValueError(f"{model} has no timbre embedding: it cannot separate {self.instruments} "
-                                 "instruments (use the septimbre model)")
-            self.instruments = None
-        if self.instruments == 1:
-            self.instruments = None
+        self.instruments = resolve_instruments(instruments, has_embedding, str(model))
+        options = decode_options(metadata or {}, has_embedding, onset_threshold, frame_threshold,
+                                 min_note_frames=None if min_note_frames is None else int(min_note_frames),
+                                 melodia=None if melodia is None else bool(melodia))
         self.n_samples = int(n_samples)
         self.model = str(model)
         self.sample_rate = int(sample_rate)
         self.windows = plan_windows(self.n_samples, int(core_frames), int(context_frames))
-        options = DecodeOptions(float(onset_threshold), float(frame_threshold), int(min_note_frames), int(energy_tolerance),
-                                bool(melodia))
         self.acc = MapAccumulator(options, with_embedding=has_embedding and self.instruments is not None,
                                   expected_frames=self.windows[-1].core_end if self.windows else 0)
         self.crops = [window_crop(w, n_frames(w.in_end - w.in_start), self.acc.crop_margin) if can_crop else (0, 0)
@@ -53,7 +48,7 @@ class BrowserJob:
 
     def window_list(self) -> list[list[int]]:
         """[[in_start, in_end, core_start, core_end, crop_start, crop_end], ...] for the JS side: the
-        maps of window i start at frame in_start // 512 + crop_start."""
+        maps of window i start at frame in_start // GRAPH_HOP + crop_start."""
         return [[w.in_start, w.in_end, w.core_start, w.core_end, c[0], c[1]] for w, c in zip(self.windows, self.crops)]
 
     def add(self, index: int, frames: int, onset, frame, embedding=None) -> None:
@@ -70,7 +65,7 @@ class BrowserJob:
 
     def finish(self) -> str:
         """The Transcription JSON (as the CLI writes it, without indentation)."""
-        self.result = self.acc.finish(self.model, self.sample_rate, self.n_samples / INPUT_RATE, self.instruments)
+        self.result = self.acc.finish(self.model, self.sample_rate, self.n_samples / GRAPH_SAMPLE_RATE, self.instruments)
         self.acc = None   # free the maps
         return json.dumps({**self.result.to_dict(), "warnings": self.result.warnings})
 
@@ -83,3 +78,10 @@ def _float32(buf) -> np.ndarray:
     if hasattr(buf, "to_py"):
         buf = buf.to_py()
     return np.frombuffer(buf, dtype=np.float32)
+
+
+def browser_constants() -> dict:
+    """The numbers the JS side needs (read once by the worker), so none is written twice."""
+    return {"GRAPH_SAMPLE_RATE": C.GRAPH_SAMPLE_RATE, "GRAPH_HOP": C.GRAPH_HOP, "N_PITCHES": C.N_PITCHES,
+            "MIDI_MIN": C.MIDI_MIN, "EMBEDDING_DIM": C.EMBEDDING_DIM, "MAX_INSTRUMENTS": C.MAX_INSTRUMENTS,
+            "CROP_INPUT": C.CROP_INPUT}

@@ -1,9 +1,13 @@
-"""Every number of the system, in one place (see SYSTEM.md of the project)."""
+"""Every number of the system, in one place (the paper's constants: arXiv 2509.12712, section 3).
+
+Numpy-free and import-free, so that Pyodide, the runtime, training and the web bundle (which writes
+the browser's part of it to ``constants.json``) all read the same values."""
 
 # --- signal front end -------------------------------------------------------------------------
 SAMPLE_RATE = 22050            # analysis rate of the networks, Hz
-WEB_SAMPLE_RATE = 44100        # input rate of the exported ONNX graphs (halved inside the graph)
+GRAPH_SAMPLE_RATE = 2 * SAMPLE_RATE   # 44100: input rate of the exported ONNX graphs (halved inside the graph)
 HOP = 256                      # samples per frame at SAMPLE_RATE
+GRAPH_HOP = 2 * HOP            # input samples per frame at GRAPH_SAMPLE_RATE
 HOP_SECONDS = HOP / SAMPLE_RATE
 FRAMES_PER_SECOND = SAMPLE_RATE / HOP   # ~86.13
 
@@ -27,7 +31,8 @@ NORM_WINDOW_FRAMES = 259
 
 # Chunked inference starts windows at multiples of this many samples at SAMPLE_RATE (4 frames: the
 # timbre encoder's stride); the CQT's polyphase decimators are laid out so such chunks stay exact.
-WINDOW_GRID_SAMPLES = 4 * HOP
+FRAME_GRID = 4                 # frames: the timbre encoder's stride; window starts are multiples of it
+WINDOW_GRID_SAMPLES = FRAME_GRID * HOP
 
 # Name of our graphs' optional int64 (2,) input: frames dropped after the front end, before the
 # convolutions (models.crop_frames); its default [0, 0] keeps every frame.
@@ -61,10 +66,23 @@ ONSET_THRESHOLD = 0.5
 FRAME_THRESHOLD = 0.3
 MIN_NOTE_FRAMES = 6
 ENERGY_TOLERANCE = 11
+# Thresholds for graphs whose metadata carries none (the reference models): noteDigger's values.
+REFERENCE_THRESHOLDS = {"basicamt": (0.38, 0.22), "septimbre": (0.35, 0.31)}
+# Bounds of the user's options (one check for the CLI, the API and the page: contract.py)
+MAX_INSTRUMENTS = 16           # tracks a transcription may be split into (MIDI has 15 pitched channels + reuse)
+MAX_NOTE_MS = 60_000.0         # --min-note-ms above a minute would drop every note
 
-# Chunked inference (window sizes in frames) lives in chunks.py, which must stay numpy-only: a frame's
-# receptive field is the CQT's lowest-octave kernel (~0.8 s each side) + the energy window (1.5 s each
-# side) + the convolutions, so ~3 s of context each side makes windows exact.
+# --- chunked inference (windows.py), in frames --------------------------------------------------
+# A frame's receptive field is the CQT's lowest-octave kernel (~0.8 s each side) + the energy window
+# (1.5 s each side) + the convolutions, so ~3 s of context each side makes windows exact.
+CORE_FRAMES = 1536             # ~17.8 s: measured on 10 min of Septimbre (2 threads, ORT arena shrunk per
+                               # window), peak RSS 182 / 213 / 271 MiB at 1024 / 1536 / 2048 frames, time
+                               # within noise at 1536 and 2048, ~8% more at 1024
+CONTEXT_FRAMES = 264           # ~3.1 s: covers the receptive field of our graphs; a multiple of FRAME_GRID
+PEAK_MARGIN = 3                # frames of context needed by inferred onsets + peak picking
+CROP_MARGIN_FRAMES = 32        # frames kept beyond the core by graphs that take a ``crop``, when the timbre
+                               # embedding is used: the encoder's convolutions reach 30 frames; a multiple of FRAME_GRID
+NOTE_CROP_MARGIN_FRAMES = 12   # the same when only the note maps are used: the note branch reaches 9 frames, + PEAK_MARGIN
 
 # --- GM programs ------------------------------------------------------------------------------
 # Programs never used in training: evaluation on them measures unheard timbres.

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MIDI_MIN = 24
-N_PITCHES = 84
+from .constants import MIDI_MIN, N_PITCHES
 
 # note event columns: start_frame, end_frame (exclusive), midi_pitch, amplitude
 NOTE_DTYPE = np.dtype([("start", np.int64), ("end", np.int64), ("pitch", np.int64), ("amplitude", np.float64)])
@@ -34,15 +33,15 @@ def _validate_maps(onset_probs: np.ndarray, frame_probs: np.ndarray) -> None:
         raise ValueError(f"onset_probs {onset_probs.shape} and frame_probs {frame_probs.shape} differ in shape")
 
 
-def _validate_thresholds(onset_threshold: float, frame_threshold: float, min_note_frames: int,
+def validate_decoding(onset_threshold: float, frame_threshold: float, min_note_frames: int,
                          energy_tolerance: int) -> None:
+    """Raise ValueError naming the first decoding option out of its range (NaN and inf included)."""
     for name, v in (("onset_threshold", onset_threshold), ("frame_threshold", frame_threshold)):
-        if not 0.0 < float(v) < 1.0:
-            raise ValueError(f"{name} must be between 0 and 1 (exclusive), got {v}")
-    if int(min_note_frames) < 1:
-        raise ValueError(f"min_note_frames must be >= 1, got {min_note_frames}")
-    if int(energy_tolerance) < 1:
-        raise ValueError(f"energy_tolerance must be >= 1, got {energy_tolerance}")
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not 0.0 < float(v) < 1.0:
+            raise ValueError(f"{name} must be a number between 0 and 1 (exclusive), got {v!r}")
+    for name, v in (("min_note_frames", min_note_frames), ("energy_tolerance", energy_tolerance)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {v!r}")
 
 
 def inferred_onsets(onset_probs: np.ndarray, frame_probs: np.ndarray, n_diff: int = 2) -> np.ndarray:
@@ -104,7 +103,7 @@ def decode_notes(onset_probs: np.ndarray, frame_probs: np.ndarray, onset_thresho
     amplitude: mean frame probability over the note), sorted by (start, pitch).
     """
     _validate_maps(onset_probs, frame_probs)
-    _validate_thresholds(onset_threshold, frame_threshold, min_note_frames, energy_tolerance)
+    validate_decoding(onset_threshold, frame_threshold, min_note_frames, energy_tolerance)
     onsets = inferred_onsets(onset_probs, frame_probs) if infer_onsets else onset_probs
     rows, starts = onset_peaks(onsets, onset_threshold)
     return decode_from_peaks(rows, starts, frame_probs, frame_threshold, min_note_frames, energy_tolerance,

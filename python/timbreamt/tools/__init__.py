@@ -1,0 +1,1 @@
+"""Tools: evaluation against peers, benchmarks, the web bundle and its local server."""
