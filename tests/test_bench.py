@@ -56,7 +56,7 @@ def test_bench_cli_rejects_zero_repeats():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "timbreamt.cli", "bench", "--repeat", "0", "--durations", "1"],
+    out = subprocess.run([sys.executable, "-m", "timbreamt", "bench", "--repeat", "0", "--durations", "1"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "repeats must be >= 1, got 0" in out.stderr and "Traceback" not in out.stderr
 
@@ -65,7 +65,7 @@ def test_info_prints_parameter_counts():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "timbreamt.cli", "info"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "timbreamt", "info"], capture_output=True, text=True)
     assert out.returncode == 0
     assert "basicamt: 19,017 parameters" in out.stdout and "septimbre: 44,999 parameters" in out.stdout
     assert "(conv2 rank 8" in out.stdout

@@ -140,7 +140,7 @@ def test_train_cli_checkpoints_resumes_and_exports(tmp_path):
     import sys
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "timbreamt.cli", *map(str, args)], capture_output=True, text=True)
+        return subprocess.run([sys.executable, "-m", "timbreamt", *map(str, args)], capture_output=True, text=True)
 
     data = tmp_path / "data"
     r = cli("data", "--hours", 0.006, "--out", data, "--workers", 1, "--quiet")
@@ -282,13 +282,13 @@ def test_unreadable_midi_is_a_one_line_error(tmp_path):
     folder = tmp_path / "midi"
     folder.mkdir()
     (folder / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0MTrk\xff\xff")
-    out = subprocess.run([sys.executable, "-m", "timbreamt.cli", "data", "--hours", "0.01", "--out",
+    out = subprocess.run([sys.executable, "-m", "timbreamt", "data", "--hours", "0.01", "--out",
                           str(tmp_path / "d"), "--midi", str(folder)], capture_output=True, text=True)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert out.stderr.strip().count("\n") == 0 and "cannot read MIDI file" in out.stderr and "broken.mid" in out.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
-    out = subprocess.run([sys.executable, "-m", "timbreamt.cli", "data", "--hours", "0.01", "--out",
+    out = subprocess.run([sys.executable, "-m", "timbreamt", "data", "--hours", "0.01", "--out",
                           str(tmp_path / "d"), "--midi", str(empty)], capture_output=True, text=True)
     assert out.returncode != 0 and "no .mid or .midi files" in out.stderr
 

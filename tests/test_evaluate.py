@@ -156,7 +156,7 @@ def test_eval_command_writes_table_chart_and_rows(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "timbreamt.cli", "eval", "--clips", "1", "--skip-references", "--quiet",
+    out = subprocess.run([sys.executable, "-m", "timbreamt", "eval", "--clips", "1", "--skip-references", "--quiet",
                           "--set", str(tmp_path / "set"), "--out", str(tmp_path / "out")],
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]

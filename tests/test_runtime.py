@@ -157,7 +157,7 @@ def test_auto_saying_one_instrument_suggests_giving_n(sept, reference_dir, tmp_p
     assert len(result.tracks) == 1 and result.warnings == [AUTO_ONE_WARNING]
     silent = sept.transcribe(np.zeros(SR * 2, np.float32), sr=SR, instruments="auto")
     assert silent.n_notes == 0 and silent.warnings == []
-    out = subprocess.run([sys.executable, "-m", "timbreamt.cli", "transcribe", str(reference_dir / "three_mix.wav"),
+    out = subprocess.run([sys.executable, "-m", "timbreamt", "transcribe", str(reference_dir / "three_mix.wav"),
                           "-o", str(tmp_path), "--format", "json"], capture_output=True, text=True)
     assert out.returncode == 0 and "give their number" in out.stderr and "1 track(s) (auto)" in out.stdout
 
@@ -318,7 +318,7 @@ def test_reference_models_follow_the_contract(reference_dir):
 
 # ---------------------------------------------------------------------------------- CLI + outputs
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "timbreamt.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "timbreamt", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd)
 
 

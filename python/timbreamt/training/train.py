@@ -2,7 +2,7 @@
 
 Run directory layout: ``last.pt`` (model + optimiser + scheduler + counters, written atomically each
 epoch), ``best.pt`` (best validation note F1), ``log.jsonl`` (one line per epoch), ``config.json``.
-Many GPUs: ``torchrun --nproc_per_node G -m timbreamt.cli train ...`` sets WORLD_SIZE/RANK/LOCAL_RANK;
+Many GPUs: ``torchrun --nproc_per_node G -m timbreamt train ...`` sets WORLD_SIZE/RANK/LOCAL_RANK;
 the loop then wraps the model in DistributedDataParallel, gives each rank its own sampling seed and
 lets rank 0 alone validate and write checkpoints.
 """
