@@ -232,15 +232,37 @@ def validate_encoder(model: torch.nn.Module, clips: list[dict], device: torch.de
     return {"assignment_accuracy": float(np.mean(accuracies)) if accuracies else 0.0}
 
 
-def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_dir: str | Path | None = None,
-          resume: bool = False, progress: bool = True) -> dict:
-    """Train (or resume) a model; returns the last epoch's log record."""
-    from tqdm import tqdm
+@dataclass
+class Run:
+    """What a training run carries from epoch to epoch (built by prepare_run)."""
 
+    config: TrainConfig
+    folder: Path
+    model: torch.nn.Module
+    net: torch.nn.Module                 # the model, wrapped in DistributedDataParallel on many processes
+    optimiser: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    sampler: ClipSampler
+    rng: np.random.Generator
+    val_clips: list[dict]
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    teacher: torch.nn.Module | None = None
+    start_epoch: int = 0
+    best: float = float("-inf")
+
+
+def check_config(config: TrainConfig) -> None:
+    """DataError for a set-up that cannot train (before anything is read)."""
     if config.teacher and config.model != "basicamt":
         raise DataError("--teacher distils a note branch: it trains basicamt only")
     if config.teacher and not config.distill > 0:
         raise DataError(f"--distill must be > 0, got {config.distill}")
+
+
+def start_processes(config: TrainConfig) -> tuple[int, int, torch.device]:
+    """(world size, rank, device): joins the process group under torchrun; CPU threads as configured."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     if world > 1:
@@ -248,147 +270,240 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
     device = _device()
     if device.type == "cpu":
         torch.set_num_threads(config.threads)
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed + rank)
-    rng = np.random.default_rng([config.seed, rank])
-    sampler = ClipSampler(data_dir, config.segment_seconds, rng, multi_part_only=config.model == "septimbre",
-                          dynamic_mix=config.dynamic_mix if config.model == "septimbre" else 0.0)
-    val_clips = [load_clip(p) for p in list_clips(val_dir)[:config.val_clips]] if val_dir else []
+    return world, rank, device
 
+
+def make_sampler(config: TrainConfig, data_dir: str | Path, rng: np.random.Generator) -> ClipSampler:
+    """Training crops: Septimbre reads mixtures only (and may mix solo clips on the fly)."""
+    septimbre = config.model == "septimbre"
+    return ClipSampler(data_dir, config.segment_seconds, rng, multi_part_only=septimbre,
+                       dynamic_mix=config.dynamic_mix if septimbre else 0.0)
+
+
+def _septimbre_from_notes(config: TrainConfig) -> torch.nn.Module:
+    """Septimbre whose note branch is a trained BasicAMT's, frozen (its shape decides the config's)."""
+    if not config.init_from:
+        raise DataError("septimbre training needs --init-from a trained BasicAMT checkpoint")
+    note_ckpt = load_basicamt_checkpoint(config.init_from)
+    shape = note_shape(note_ckpt)
+    for key, value in shape.items():
+        setattr(config, key, value)
+    model = build_model(config.model, **shape)
+    load_note_weights(model, note_ckpt, config.init_from)
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith("timbre.")
+    return model
+
+
+def _basicamt_fine_tuned(config: TrainConfig) -> torch.nn.Module:
+    """BasicAMT of the asked shape, its weights taken from ``init_from`` (printing what changed)."""
+    model = build_model(config.model, **config.note_shape())
+    src = load_basicamt_checkpoint(config.init_from)
+    kept = load_note_weights(model, src, config.init_from)
+    src_shape = note_shape(src)
+    changes = [f"conv2 energy kept {kept:.3f}"]
+    if src_shape["conv2_time_first"] != config.conv2_time_first:
+        changes.append("conv2 re-factorised " + ("time first" if config.conv2_time_first else "frequency first"))
+    asked = config.note_shape()
+    for side, what in (("conv_kernel", "conv1"), ("neck_kernel", "neck")):
+        k = asked[side]
+        if src_shape[side] != k:
+            changes.append(f"{what} cut to its central {k} x {k} taps")
+    if src_shape["neck_bins"] != config.neck_bins:
+        changes.append(f"neck and heads folded to {config.neck_bins} rows")
+    print(f"initialised from {config.init_from} ({'; '.join(changes)})", flush=True)
+    return model
+
+
+def build_model_for(config: TrainConfig, resume: bool) -> torch.nn.Module:
+    """The model a run trains: Septimbre on a frozen note branch, a fine-tuned BasicAMT (``init_from``,
+    unless resuming: the run's own weights come next) or a fresh one."""
     if config.model == "septimbre":
-        if not config.init_from:
-            raise DataError("septimbre training needs --init-from a trained BasicAMT checkpoint")
-        note_ckpt = load_basicamt_checkpoint(config.init_from)
-        shape = note_shape(note_ckpt)                      # the frozen note branch decides
-        for key, value in shape.items():
-            setattr(config, key, value)
-        model = build_model(config.model, **shape)
-        load_note_weights(model, note_ckpt, config.init_from)
-        for name, p in model.named_parameters():
-            p.requires_grad = name.startswith("timbre.")
-    else:
-        model = build_model(config.model, **config.note_shape())
-        if config.init_from and not resume:
-            src = load_basicamt_checkpoint(config.init_from)
-            kept = load_note_weights(model, src, config.init_from)
-            src_shape = note_shape(src)
-            changes = [f"conv2 energy kept {kept:.3f}"]
-            if src_shape["conv2_time_first"] != config.conv2_time_first:
-                changes.append("conv2 re-factorised " + ("time first" if config.conv2_time_first else "frequency first"))
-            asked = config.note_shape()
-            for side, what in (("conv_kernel", "conv1"), ("neck_kernel", "neck")):
-                k = asked[side]
-                if src_shape[side] != k:
-                    changes.append(f"{what} cut to its central {k} x {k} taps")
-            if src_shape["neck_bins"] != config.neck_bins:
-                changes.append(f"neck and heads folded to {config.neck_bins} rows")
-            print(f"initialised from {config.init_from} ({'; '.join(changes)})", flush=True)
-    model = model.to(device)
+        return _septimbre_from_notes(config)
+    if config.init_from and not resume:
+        return _basicamt_fine_tuned(config)
+    return build_model(config.model, **config.note_shape())
+
+
+def _patience(config: TrainConfig) -> int:
+    # the encoder's score is its training loss over 50 random batches: noisy, so be slower to cut
+    return 8 if config.model == "septimbre" else 3
+
+
+def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau]:
+    """AdamW over the trainable parameters and a plateau schedule on the validation score."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    # the encoder's score is its training loss over 50 random batches: noisy, so be slower to cut
-    patience = 8 if config.model == "septimbre" else 3
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.3, patience=patience)
-    start_epoch, best = 0, float("-inf")
-    last = run / "last.pt"
+    return optimiser, _plateau(config, optimiser)
+
+
+def _plateau(config: TrainConfig, optimiser: torch.optim.Optimizer) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.3, patience=_patience(config))
+
+
+def resume_run(run: Run) -> None:
+    """Load ``last.pt`` of the run folder into the run (model, optimiser, schedule, counters, sampling
+    state), refusing a checkpoint trained with another note shape or another distillation set-up."""
+    config, last = run.config, run.folder / "last.pt"
+    if not last.exists():
+        raise DataError(f"--resume: no checkpoint in {run.folder}")
+    ckpt = load_checkpoint(last)
+    shape = note_shape(ckpt)
+    if config.model == "basicamt" and shape != config.note_shape():
+        raise DataError(f"--resume: the run in {run.folder} has {shape_flags(shape)}; resume it with the same")
+    # a resumed run's loss must be the one it was trained with: the same teacher and weight (or none)
+    was = ckpt["config"].get("teacher", ""), float(ckpt["config"].get("distill", 1.0))
+    now = config.teacher, config.distill
+    if _teacher_key(*was) != _teacher_key(*now):
+        before = f"--teacher {was[0]} --distill {was[1]:g}" if was[0] else "no --teacher"
+        raise DataError(f"--resume: the run in {run.folder} was trained with {before}; resume it with the same")
+    run.model.load_state_dict(ckpt["model"])
+    run.optimiser.load_state_dict(ckpt["optimiser"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.start_epoch, run.best = ckpt["epoch"] + 1, ckpt["best"]
+    if config.lr != ckpt["config"]["lr"]:   # a new --lr on resume restarts the schedule there
+        for group in run.optimiser.param_groups:
+            group["lr"] = config.lr
+        run.scheduler = _plateau(config, run.optimiser)
+    run.rng.bit_generator.state = ckpt["rng"]
+    run.sampler.rng = run.rng
+
+
+def load_teacher(config: TrainConfig, device: torch.device) -> torch.nn.Module | None:
+    """The frozen BasicAMT a note branch is distilled from (None without --teacher)."""
+    if not config.teacher:
+        return None
+    teacher = model_from_checkpoint(config.teacher, basicamt_only=True).to(device)
+    print(f"distilling from {config.teacher} ({count_parameters(teacher)} parameters, "
+          f"weight {config.distill})", flush=True)
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def prepare_run(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_dir: str | Path | None,
+                resume: bool) -> Run:
+    """Everything a run needs before its first step: processes, data, model, optimiser, resumed state,
+    teacher; writes ``config.json``."""
+    check_config(config)
+    world, rank, device = start_processes(config)
+    folder = Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed + rank)
+    rng = np.random.default_rng([config.seed, rank])
+    sampler = make_sampler(config, data_dir, rng)
+    val_clips = [load_clip(p) for p in list_clips(val_dir)[:config.val_clips]] if val_dir else []
+    model = build_model_for(config, resume).to(device)
+    optimiser, scheduler = make_optimizer(config, model)
+    run = Run(config, folder, model, model, optimiser, scheduler, sampler, rng, val_clips, device, rank, world)
     if resume:
-        if not last.exists():
-            raise DataError(f"--resume: no checkpoint in {run}")
-        ckpt = load_checkpoint(last)
-        shape = note_shape(ckpt)
-        if config.model == "basicamt" and shape != config.note_shape():
-            raise DataError(f"--resume: the run in {run} has {shape_flags(shape)}; resume it with the same")
-        # a resumed run's loss must be the one it was trained with: the same teacher and weight (or none)
-        was = ckpt["config"].get("teacher", ""), float(ckpt["config"].get("distill", 1.0))
-        now = config.teacher, config.distill
-        if _teacher_key(*was) != _teacher_key(*now):
-            before = f"--teacher {was[0]} --distill {was[1]:g}" if was[0] else "no --teacher"
-            raise DataError(f"--resume: the run in {run} was trained with {before}; resume it with the same")
-        model.load_state_dict(ckpt["model"])
-        optimiser.load_state_dict(ckpt["optimiser"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start_epoch, best = ckpt["epoch"] + 1, ckpt["best"]
-        if config.lr != ckpt["config"]["lr"]:   # a new --lr on resume restarts the schedule there
-            for group in optimiser.param_groups:
-                group["lr"] = config.lr
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.3, patience=patience)
-        rng.bit_generator.state = ckpt["rng"]
-        sampler.rng = rng
+        resume_run(run)
     # loaded once the run's own checks have passed (a refused --resume does not read the teacher first)
-    teacher = None
-    if config.teacher:
-        teacher = model_from_checkpoint(config.teacher, basicamt_only=True).to(device)
-        print(f"distilling from {config.teacher} ({count_parameters(teacher)} parameters, "
-              f"weight {config.distill})", flush=True)
-        teacher.requires_grad_(False)
-    (run / "config.json").write_text(json.dumps(asdict(config), indent=1))
-    model = model.to(memory_format=torch.channels_last)
-    net = model
+    run.teacher = load_teacher(config, device)
+    (folder / "config.json").write_text(json.dumps(asdict(config), indent=1))
+    run.model = model.to(memory_format=torch.channels_last)
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.model == "septimbre":   # frozen note branch keeps its BatchNorm statistics
-        model.front.eval()
-        model.notes.eval()
+        run.net = torch.nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        run.net = run.model
+    return run
+
+
+def _train_mode(run: Run) -> None:
+    run.net.train()
+    if run.config.model == "septimbre":   # the frozen note branch keeps its BatchNorm statistics
+        run.model.front.eval()
+        run.model.notes.eval()
+
+
+def training_step(run: Run, batch: dict[str, torch.Tensor]) -> float:
+    """One optimiser step on a batch; returns its loss."""
+    config, model = run.config, run.model
+    audio = batch["audio"].to(run.device)
+    if config.model == "septimbre":
+        # the encoder's loss needs only the embedding: skip the (frozen) note branch
+        out = run.net(audio, logits=True, embedding_only=True)
+        loss = info_nce(out["embedding"], batch["part"].to(run.device))
+    else:
+        out = run.net(audio, logits=True)
+        loss = note_loss(out, batch["frame"].to(run.device), batch["onset"].to(run.device))
+        if run.teacher is not None:
+            with torch.no_grad():
+                teacher_out = run.teacher.forward_logits(audio)
+            loss = loss + config.distill * distillation_loss(out, teacher_out)
+    run.optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimiser.step()
+    model.front.clamp_affine()
+    if config.model == "septimbre":
+        with torch.no_grad():
+            model.timbre.k.clamp_(*C.AFFINE_K_RANGE)
+    return float(loss.detach())
+
+
+def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
+    """Train one epoch; returns its log record (loss, lr, time)."""
+    from tqdm import tqdm
+
+    config = run.config
+    t0 = time.time()
+    _train_mode(run)
+    losses: list[float] = []
+    bar = tqdm(range(config.steps_per_epoch), disable=not progress or run.rank != 0,
+               desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", leave=False)
+    for _ in bar:
+        losses.append(training_step(run, run.sampler.batch(config.batch_size, config.noise_prob)))
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    return {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": run.optimiser.param_groups[0]["lr"],
+            "seconds": round(time.time() - t0, 1),
+            "audio_seconds": config.steps_per_epoch * config.batch_size * config.segment_seconds}
+
+
+def validate_epoch(run: Run, record: dict) -> float:
+    """Validate (adding the figures to ``record``) and return the score that selects the best epoch:
+    calibrated note F1 (BasicAMT), assignment accuracy (Septimbre), else minus the training loss."""
+    if run.val_clips and run.config.model == "basicamt":
+        record.update(validate(run.model, run.val_clips, run.device))
+        return record["note_f1_calibrated"]
+    if run.val_clips:
+        record.update(validate_encoder(run.model, run.val_clips, run.device))
+        return record["assignment_accuracy"]
+    return -record["loss"]
+
+
+def save_checkpoint(run: Run, epoch: int, record: dict, improved: bool) -> None:
+    """``last.pt`` every epoch, ``best.pt`` when the score improved (both written atomically)."""
+    state = {"model": run.model.state_dict(), "optimiser": run.optimiser.state_dict(),
+             "scheduler": run.scheduler.state_dict(), "epoch": epoch, "best": run.best,
+             "rng": run.rng.bit_generator.state, "config": asdict(run.config), "record": record,
+             "parameters": count_parameters(run.model)}
+    atomic_save(state, run.folder / "last.pt")
+    if improved:
+        atomic_save(state, run.folder / "best.pt")
+
+
+def log_record(run: Run, record: dict) -> None:
+    """Append the epoch's record to ``log.jsonl`` and print it on one line."""
+    with open(run.folder / "log.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()), flush=True)
+
+
+def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_dir: str | Path | None = None,
+          resume: bool = False, progress: bool = True) -> dict:
+    """Train (or resume) a model; returns the last epoch's log record."""
+    run = prepare_run(data_dir, run_dir, config, val_dir, resume)
     record: dict = {}
-    for epoch in range(start_epoch, config.epochs):
-        t0 = time.time()
-        net.train()
-        if config.model == "septimbre":
-            model.front.eval()
-            model.notes.eval()
-        losses = []
-        bar = tqdm(range(config.steps_per_epoch), disable=not progress or rank != 0,
-                   desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", leave=False)
-        for _ in bar:
-            batch = sampler.batch(config.batch_size, config.noise_prob)
-            audio = batch["audio"].to(device)
-            # the encoder's loss needs only the embedding: skip the (frozen) note branch
-            out = net(audio, logits=True, **({"embedding_only": True} if config.model == "septimbre" else {}))
-            if config.model == "septimbre":
-                loss = info_nce(out["embedding"], batch["part"].to(device))
-            else:
-                loss = note_loss(out, batch["frame"].to(device), batch["onset"].to(device))
-                if teacher is not None:
-                    with torch.no_grad():
-                        teacher_out = teacher.forward_logits(audio)
-                    loss = loss + config.distill * distillation_loss(out, teacher_out)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            model.front.clamp_affine()
-            if config.model == "septimbre":
-                with torch.no_grad():
-                    model.timbre.k.clamp_(*C.AFFINE_K_RANGE)
-            losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": optimiser.param_groups[0]["lr"],
-                  "seconds": round(time.time() - t0, 1),
-                  "audio_seconds": config.steps_per_epoch * config.batch_size * config.segment_seconds}
-        if rank == 0:
-            if val_clips and config.model == "basicamt":
-                record.update(validate(model, val_clips, device))
-                score = record["note_f1_calibrated"]
-            elif val_clips:
-                record.update(validate_encoder(model, val_clips, device))
-                score = record["assignment_accuracy"]
-            else:
-                score = -record["loss"]
-            scheduler.step(score)
-            improved = score > best
-            best = max(best, score)
-            state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                     "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best,
-                     "rng": rng.bit_generator.state, "config": asdict(config), "record": record,
-                     "parameters": count_parameters(model)}
-            atomic_save(state, last)
-            if improved:
-                atomic_save(state, run / "best.pt")
-            with open(run / "log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
-                  flush=True)
-    if world > 1:
+    for epoch in range(run.start_epoch, config.epochs):
+        record = run_epoch(run, epoch, progress)
+        if run.rank == 0:      # rank 0 alone validates and writes
+            score = validate_epoch(run, record)
+            run.scheduler.step(score)
+            improved = score > run.best
+            run.best = max(run.best, score)
+            save_checkpoint(run, epoch, record, improved)
+            log_record(run, record)
+    if run.world > 1:
         torch.distributed.destroy_process_group()
     return record
 
