@@ -10,7 +10,7 @@ import sys
 from ..core.errors import TimbreamtError
 
 # command groups, in the order of `timbreamt --help`
-GROUPS = ("transcribe", "train", "web")
+GROUPS = ("transcribe", "train", "web", "batch")
 
 
 def build_parser() -> argparse.ArgumentParser:
