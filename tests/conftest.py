@@ -65,7 +65,7 @@ def web_bundle(tmp_path_factory, shipped_models) -> Path:
 
 
 def _serve(directory: Path, isolate: bool):
-    from timbreamt.tools.bundle import make_server
+    from timbreamt.tools.serve import make_server
 
     server = make_server(directory, 0, isolate=isolate)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

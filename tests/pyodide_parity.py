@@ -5,7 +5,8 @@ import json
 
 import numpy as np
 
-from timbreamt.core.browser_job import BrowserJob
+from timbreamt.core.browser_job import BrowserJob, BrowserResampler
+from timbreamt.core.resample import resample
 
 rng = np.random.default_rng(1234)
 n_samples = 44100 * 20
@@ -28,4 +29,16 @@ for i, w in enumerate(job.windows):
     b = max(b, w.core_end)
     job.add(i, b - a, onset[:, a:b].tobytes(), frame[:, a:b].tobytes(), emb[:, :, a:b].tobytes())
 result = job.finish()
-print(json.dumps({"json": json.loads(result), "midi_sha256": hashlib.sha256(job.midi()).hexdigest()}, sort_keys=True))
+midi_sha = hashlib.sha256(job.midi()).hexdigest()
+regrouped = json.loads(job.regroup(3))
+# the page and the CLI resample with the same code: the same float32 bytes in Pyodide and CPython
+signal = (rng.standard_normal(48000 * 2) * 0.2).astype(np.float32)
+resampled = {}
+for rate in (16000, 22050, 32000, 48000, 96000):
+    r = BrowserResampler(rate)
+    x = signal[: rate * 2] if len(signal) >= rate * 2 else np.tile(signal, 2)[: rate * 2]
+    streamed = np.concatenate([r.process(x[:12345].tobytes()), r.process(x[12345:].tobytes()), r.flush()])
+    assert np.array_equal(streamed, resample(x, rate, 44100))
+    resampled[str(rate)] = hashlib.sha256(streamed.tobytes()).hexdigest()
+print(json.dumps({"json": json.loads(result), "midi_sha256": midi_sha, "regrouped": regrouped,
+                  "resampled": resampled}, sort_keys=True))

@@ -20,7 +20,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from ..tools.bundle import serve
+    from ..tools.serve import serve
 
     serve(args.dir, args.port, isolate=not args.no_isolation)
     return 0

@@ -1,9 +1,9 @@
-"""Read an ONNX graph's metadata_props, and turn an optional input into a required one, without the
-onnx package (stdlib only; runs in Pyodide).
+"""Read an ONNX graph's metadata_props without the onnx package (stdlib only; runs in Pyodide, which
+has no onnx package: the worker reads each graph's decoding defaults with it).
 
-ModelProto field 14 is ``repeated StringStringEntryProto metadata_props`` (key = 1, value = 2); field 7
-is the GraphProto, whose field 5 is ``repeated TensorProto initializer`` (a TensorProto's name: field 8).
-Only those levels are walked; every other field is copied byte for byte.
+ModelProto field 14 is ``repeated StringStringEntryProto metadata_props`` (key = 1, value = 2). Only
+that level is walked. (Graph surgery, which needs more, is done with the onnx package at bundle time:
+tools/bundle.py.)
 """
 from __future__ import annotations
 
@@ -61,39 +61,3 @@ def read_metadata(model_bytes) -> dict[str, str]:
             entry = dict(_fields(bytes(value)))
             out[bytes(entry.get(1, b"")).decode()] = bytes(entry.get(2, b"")).decode()
     return out
-
-
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def without_initializer(model_bytes, name: str) -> bytes:
-    """The serialized model with the initializer ``name`` removed: a graph input that had it as its
-    default becomes a required input. Why: onnxruntime-web lists only required inputs and refuses
-    to feed any other, so a windowed browser runtime needs our optional ``crop`` input required.
-    ValueError if the graph has no such initializer."""
-    buf = bytes(model_bytes)
-    out = bytearray()
-    found = False
-    for field, wire, start, end, graph in _spans(buf):
-        if field == 7 and wire == 2:
-            kept = bytearray()
-            for f, w, s, e, tensor in _spans(graph):
-                if f == 5 and w == 2 and dict(_fields(tensor)).get(8, b"") == name.encode():
-                    found = True
-                    continue
-                kept += graph[s:e]
-            out += _encode_varint((7 << 3) | 2) + _encode_varint(len(kept)) + kept
-        else:
-            out += buf[start:end]
-    if not found:
-        raise ValueError(f"the graph has no initializer {name!r}")
-    return bytes(out)

@@ -113,41 +113,67 @@ class MapAccumulator:
                hop_seconds: float = 1 / FRAMES_PER_SECOND) -> Transcription:
         """Decode, cluster into ``instruments`` tracks (an int, 'auto', or None/1 for one track)."""
         events = self.decode()
-        warnings: list[str] = []
-        labels = np.zeros(len(events), dtype=np.int64)
-        k = 1
+        note_emb = None
         if instruments not in (None, 1):
             if not self.with_embedding:
                 raise ValueError("separating instruments needs a model with an embedding output (septimbre)")
-            # keys are already ascending: windows arrive in time order and each window's blocks are
-            # listed block-major; concatenate once and drop the per-window lists (memory on long files)
-            keys = np.concatenate(self.block_keys) if self.block_keys else np.zeros(0, np.int64)
-            self.block_keys = []
-            emb = np.concatenate(self.block_emb) if self.block_emb else np.zeros((0, 12), np.float16)
-            self.block_emb = []
-            note_emb = cluster.note_embeddings(keys, emb, self.frame_map[:, :self.next_frame],
-                                               self.options.frame_threshold, events["start"], events["end"],
-                                               events["pitch"] - notes.MIDI_MIN, block_frames=FRAME_GRID)
-            del keys, emb
-            if instruments == "auto":
-                k = max(1, cluster.estimate_k(note_emb))
-                if k == 1 and len(events) > 1:
-                    # measured: on validation and held-out mixtures the estimate most often errs by saying 1
-                    warnings.append(AUTO_ONE_WARNING)
-            else:
-                k = int(instruments)
-                if k < 1:
-                    raise ValueError(f"instruments must be >= 1 or 'auto', got {instruments}")
-                if k > len(events):
-                    warnings.append(f"asked for {k} instruments but only {len(events)} notes were found: "
-                                    f"{k - len(events)} track(s) stay empty")
-            labels = cluster.spectral_labels(note_emb, k, cluster.LABEL_TEMPERATURE) if len(events) else labels
-        tracks = [Track(f"Instrument {i + 1}" if k > 1 else "Notes") for i in range(max(k, 1))]
-        velocities = notes.velocity_from_amplitude(events["amplitude"])
-        for ev, label, vel in zip(events, labels, velocities):
-            tracks[int(label)].notes.append(Note(int(ev["pitch"]), round(float(ev["start"] * hop_seconds), 6),
-                                                 round(float(ev["end"] * hop_seconds), 6), int(vel)))
-        return Transcription(model, int(sample_rate), float(duration), tracks, warnings)
+            note_emb = self.note_embeddings(events)
+        labels, k, warnings = assign_tracks(events, note_emb, instruments)
+        return build_transcription(model, sample_rate, duration, events, labels, k, warnings, hop_seconds)
+
+    def note_embeddings(self, events: np.ndarray) -> np.ndarray:
+        """(n, D) L2-normalised embedding of each decoded note; frees the per-block embeddings
+        (memory on long files), so call it once."""
+        # keys are already ascending: windows arrive in time order and each window's blocks are
+        # listed block-major; concatenate once and drop the per-window lists
+        keys = np.concatenate(self.block_keys) if self.block_keys else np.zeros(0, np.int64)
+        self.block_keys = []
+        emb = np.concatenate(self.block_emb) if self.block_emb else np.zeros((0, 12), np.float16)
+        self.block_emb = []
+        return cluster.note_embeddings(keys, emb, self.frame_map[:, :self.next_frame], self.options.frame_threshold,
+                                       events["start"], events["end"], events["pitch"] - notes.MIDI_MIN,
+                                       block_frames=FRAME_GRID)
+
+
+def assign_tracks(events: np.ndarray, note_emb: np.ndarray | None,
+                  instruments: int | str | None) -> tuple[np.ndarray, int, list[str]]:
+    """(labels (n,) int64, number of tracks k, warnings) for decoded ``events`` (notes.NOTE_DTYPE).
+
+    instruments: None/1 (one track), 'auto' (eigengap estimate) or an int N; note_emb (n, D) is
+    needed unless one track is asked. Cheap next to decoding: the page calls it again for another N
+    without running the model (core/browser_job.py)."""
+    warnings: list[str] = []
+    labels = np.zeros(len(events), dtype=np.int64)
+    if instruments in (None, 1):
+        return labels, 1, warnings
+    if note_emb is None:
+        raise ValueError("separating instruments needs a model with an embedding output (septimbre)")
+    if instruments == "auto":
+        k = max(1, cluster.estimate_k(note_emb))
+        if k == 1 and len(events) > 1:
+            # measured: on validation and held-out mixtures the estimate most often errs by saying 1
+            warnings.append(AUTO_ONE_WARNING)
+    else:
+        k = int(instruments)
+        if k < 1:
+            raise ValueError(f"instruments must be >= 1 or 'auto', got {instruments}")
+        if k > len(events):
+            warnings.append(f"asked for {k} instruments but only {len(events)} notes were found: "
+                            f"{k - len(events)} track(s) stay empty")
+    if len(events):
+        labels = cluster.spectral_labels(note_emb, k, cluster.LABEL_TEMPERATURE)
+    return labels, k, warnings
+
+
+def build_transcription(model: str, sample_rate: int, duration: float, events: np.ndarray, labels: np.ndarray,
+                        k: int, warnings: list[str], hop_seconds: float = 1 / FRAMES_PER_SECOND) -> Transcription:
+    """Tracks of notes from decoded events and their track labels (0..k-1)."""
+    tracks = [Track(f"Instrument {i + 1}" if k > 1 else "Notes") for i in range(max(k, 1))]
+    velocities = notes.velocity_from_amplitude(events["amplitude"])
+    for ev, label, vel in zip(events, labels, velocities):
+        tracks[int(label)].notes.append(Note(int(ev["pitch"]), round(float(ev["start"] * hop_seconds), 6),
+                                             round(float(ev["end"] * hop_seconds), 6), int(vel)))
+    return Transcription(model, int(sample_rate), float(duration), tracks, list(warnings))
 
 
 def block_embeddings(embedding: np.ndarray, frame: np.ndarray, frame_threshold: float,

@@ -103,7 +103,7 @@ class StreamResampler:
         if self.finished:
             raise ValueError("this StreamResampler was already flushed")
         self.finished = True
-        total = -(-self.n_in * self.out_rate // self.in_rate)      # ceil(n * out / in)
+        total = output_length(self.n_in, self.in_rate, self.out_rate)
         if self.up == self.down:
             return np.zeros(0, np.float32)
         periods = -(-total // self.up) - self.next_period
@@ -131,7 +131,7 @@ class StreamResampler:
                     - (self.half - 1) - self.buf_start)                   # (q, up) buffer index of tap 0
             lo = int(base[0, 0])
             view = self.buf[lo:]
-            base -= lo
+            base = (base - lo).astype(np.intp)     # take(out=) wants the platform's index type (int32 in wasm32)
             y = np.take(view, base) * self.columns[0]
             tap = np.empty_like(y)
             for k in range(1, self.taps):                                  # fixed order: exact in any blocking
@@ -147,6 +147,11 @@ class StreamResampler:
         out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         self.n_out += len(out)
         return out
+
+
+def output_length(n: int, in_rate: int, out_rate: int) -> int:
+    """Samples ``resample`` returns for n input samples: ceil(n * out_rate / in_rate)."""
+    return -(-int(n) * _check_rate("out_rate", out_rate) // _check_rate("in_rate", in_rate))
 
 
 def resample(x: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:

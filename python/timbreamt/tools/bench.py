@@ -173,7 +173,8 @@ def bench_web(seconds: float = 300.0, model: str = "septimbre", instruments: str
 
     from playwright.sync_api import sync_playwright
 
-    from .bundle import bundle, make_server
+    from .bundle import bundle
+    from .serve import make_server
     source = source or REFERENCE_DIR
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "web"

@@ -1,25 +1,26 @@
-"""`timbreamt bundle OUT` assembles the static web bundle; `timbreamt serve` serves it on 127.0.0.1.
+"""`timbreamt bundle OUT` assembles the static web bundle (`timbreamt serve`, tools/serve.py, serves it).
 
-Bundle layout: our page and modules (web/), models/ (the shipped ONNX graphs, and their windowed
-variants for the worker: see write_windowed_variant), ort/ (onnxruntime-web,
-pinned by package-lock.json), pyodide/ (core + the official lock + numpy, sha256-checked), wheels/
-(our py3-none-any wheel), examples/ (the demo audio), notedigger/ (plugin + drop-in workers).
+Bundle layout: our page and modules (web/), constants.json (the numbers the page's main thread needs,
+from core/constants.py), models/ (the shipped ONNX graphs, and their windowed variants for the worker:
+see write_windowed_variant), ort/ (onnxruntime-web, pinned by package-lock.json), pyodide/ (core + the
+official lock + numpy, sha256-checked), wheels/ (the numpy-only ``core`` of our package, built by
+setuptools from pyproject.toml), examples/ (the demo audio), notedigger/ (plugin + drop-in workers).
 Nothing is fetched from outside the bundle at run time.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
-import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
-from functools import partial
 from pathlib import Path
 
+from ..core.browser_job import browser_constants
 from ..core.constants import CROP_INPUT
 from ..core.errors import TimbreamtError
 from .paths import REPO_ROOT as ROOT
@@ -75,30 +76,55 @@ def numpy_wheel(lock: dict) -> Path:
     return target
 
 
-def build_wheel(out_dir: Path) -> Path:
-    """A py3-none-any wheel of the timbreamt package (pure Python), written without a build backend."""
-    from .. import __version__
+def core_pyproject(text: str) -> str:
+    """pyproject.toml rewritten for the core-only wheel: name, version (dynamic, from
+    timbreamt.__version__) and the rest of [project] kept; dependencies cut to numpy (all the core
+    imports), no extras or scripts (the CLI is not in it), and the package selection replaced by
+    ``timbreamt`` + ``timbreamt.core`` whatever the full project lists."""
+    sections = re.split(r"(?m)^(?=\[)", text)
+    kept = []
+    for sec in sections:
+        header = sec.split("\n", 1)[0].strip()
+        if header in ("[project.optional-dependencies]", "[project.scripts]", "[project.gui-scripts]",
+                      "[project.entry-points]") or header.startswith("[project.entry-points."):
+            continue
+        if header.startswith("[tool.setuptools") and header != "[tool.setuptools.dynamic]":
+            continue
+        if header == "[project]":
+            sec = re.sub(r"(?ms)^dependencies\s*=\s*\[.*?\]", 'dependencies = ["numpy"]', sec)
+        kept.append(sec)
+    return "".join(kept).rstrip() + ('\n\n[tool.setuptools]\npackages = ["timbreamt", "timbreamt.core"]\n'
+                                     'package-dir = {"" = "python"}\n')
 
+
+def build_wheel(out_dir: Path) -> Path:
+    """The py3-none-any wheel of the package's numpy-only ``core`` (+ the package __init__), built by
+    the project's build backend (setuptools, pyproject.toml) from a copy holding only those files."""
     pkg = ROOT / "python" / "timbreamt"
-    name = f"timbreamt-{__version__}-py3-none-any.whl"
-    dist = f"timbreamt-{__version__}.dist-info"
-    files = {f"timbreamt/{p.relative_to(pkg).as_posix()}": p.read_bytes() for p in sorted(pkg.rglob("*.py")) if "__pycache__" not in p.parts}
-    files[f"{dist}/METADATA"] = (f"Metadata-Version: 2.1\nName: timbreamt\nVersion: {__version__}\n"
-                                 "Requires-Dist: numpy\n").encode()
-    files[f"{dist}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: timbreamt.web\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    record = []
-    for path, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data)}")
-    record.append(f"{dist}/RECORD,,")
-    files[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / name
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as z:
-        for path, data in files.items():
-            info = zipfile.ZipInfo(path, date_time=(2026, 1, 1, 0, 0, 0))   # reproducible bytes
-            info.compress_type = zipfile.ZIP_DEFLATED
-            z.writestr(info, data)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "src"
+        (src / "python" / "timbreamt").mkdir(parents=True)
+        (src / "pyproject.toml").write_text(core_pyproject((ROOT / "pyproject.toml").read_text()))
+        shutil.copy2(ROOT / "README.md", src / "README.md")
+        shutil.copy2(pkg / "__init__.py", src / "python" / "timbreamt" / "__init__.py")
+        shutil.copytree(pkg / "core", src / "python" / "timbreamt" / "core",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        dist = Path(tmp) / "dist"
+        env = {**os.environ, "SOURCE_DATE_EPOCH": "1767225600"}   # reproducible bytes (2026-01-01)
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+               "-w", str(dist), str(src)]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)
+        wheels = list(dist.glob("timbreamt-*-py3-none-any.whl"))
+        if done.returncode != 0 or len(wheels) != 1:
+            raise BundleError(f"building the core wheel failed: {(done.stderr or done.stdout).strip()[-500:]}")
+        target = out_dir / wheels[0].name
+        shutil.copy2(wheels[0], target)
+    with zipfile.ZipFile(target) as z:
+        outside = [n for n in z.namelist() if not n.startswith(("timbreamt/core/", "timbreamt-"))
+                   and n != "timbreamt/__init__.py"]
+    if outside:
+        raise BundleError(f"the core wheel holds files outside timbreamt/core: {outside[:5]}")
     return target
 
 
@@ -111,18 +137,22 @@ def _copy(src: Path, dst: Path) -> None:
 
 def write_windowed_variant(path: Path) -> Path | None:
     """Next to a graph with an optional ``crop`` input, write ``<name>.windowed.onnx``: the same graph
-    with ``crop`` required. The worker loads it for named models (onnxruntime-web cannot override the
-    optional input, so with the plain graph every window would run its convolutions over its context
-    too). The plain graph stays in the bundle for hosts that expect the one-input contract. Returns
-    the new path, or None for a graph without the input."""
-    from ..core.graph_metadata import without_initializer
+    with ``crop`` required (its default initializer removed, with the onnx package). The worker loads
+    it for named models (onnxruntime-web cannot override the optional input, so with the plain graph
+    every window would run its convolutions over its context too). The plain graph stays in the
+    bundle for hosts that expect the one-input contract. Returns the new path, or None for a graph
+    without the input."""
+    import onnx
 
-    try:
-        data = without_initializer(path.read_bytes(), CROP_INPUT)
-    except ValueError:
+    model = onnx.load(str(path))
+    graph = model.graph
+    defaults = [t for t in graph.initializer if t.name == CROP_INPUT]
+    if not defaults or CROP_INPUT not in [i.name for i in graph.input]:
         return None
+    graph.initializer.remove(defaults[0])
+    onnx.checker.check_model(model)
     target = path.with_name(path.stem + ".windowed.onnx")
-    target.write_bytes(data)
+    onnx.save(model, str(target))
     return target
 
 
@@ -143,6 +173,8 @@ def bundle(out: str | Path, examples: list[Path] | None = None) -> dict[str, int
     lock = json.loads((node / "pyodide" / "pyodide-lock.json").read_text())
     shutil.copy2(numpy_wheel(lock), out / "pyodide" / NUMPY_WHEEL)
     wheel = build_wheel(out / "wheels")
+    # the numbers the page's main thread needs (the worker reads the same from Python)
+    (out / "constants.json").write_text(json.dumps(browser_constants(), indent=1))
     (out / "wheels" / "index.json").write_text(json.dumps({"timbreamt": wheel.name}))
     names = []
     for ex in examples or []:
@@ -159,44 +191,3 @@ def bundle(out: str | Path, examples: list[Path] | None = None) -> dict[str, int
             sizes[key] = sizes.get(key, 0) + f.stat().st_size
     sizes["total"] = sum(sizes.values())
     return sizes
-
-
-class Handler(http.server.SimpleHTTPRequestHandler):
-    """Static files with the MIME types and (optionally) the cross-origin isolation headers that
-    onnxruntime-web needs for threads."""
-
-    isolate = True
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".wasm": "application/wasm",
-                      ".mjs": "text/javascript", ".js": "text/javascript", ".onnx": "application/octet-stream",
-                      ".whl": "application/zip", ".json": "application/json", ".wav": "audio/wav"}
-
-    def end_headers(self) -> None:
-        if self.isolate:
-            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-            self.send_header("Cross-Origin-Resource-Policy", "same-origin")
-        self.send_header("Cache-Control", "no-cache")
-        super().end_headers()
-
-    def log_message(self, format: str, *args) -> None:   # quiet: tests and users read stdout
-        pass
-
-
-def make_server(directory: str | Path, port: int = 0, isolate: bool = True) -> http.server.ThreadingHTTPServer:
-    d = Path(directory)
-    if not (d / "index.html").is_file() and not any(d.glob("*.html")):
-        raise BundleError(f"{d} holds no page: build it with `timbreamt bundle {d}`")
-    handler = type("BoundHandler", (Handler,), {"isolate": isolate})
-    return http.server.ThreadingHTTPServer(("127.0.0.1", port), partial(handler, directory=str(d)))
-
-
-def serve(directory: str | Path, port: int = 8000, isolate: bool = True) -> None:
-    server = make_server(directory, port, isolate)
-    print(f"serving {Path(directory).resolve()} at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)",
-          flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
