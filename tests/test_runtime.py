@@ -346,7 +346,7 @@ def test_cli_batch_outputs_and_errors(tmp_path, reference_dir, shipped_models):
     n_json = sum(len(t["notes"]) for t in data["tracks"])
     assert sum(1 for t in mid.tracks for m in t if m.type == "note_on") == n_json
     lines = (out / "three_mix.csv").read_text().splitlines()
-    assert lines[0] == "track,pitch,start,end,velocity" and len(lines) == n_json + 1
+    assert lines[0] == "track,pitch,start_s,end_s,velocity" and len(lines) == n_json + 1
 
     # no overwrite without --overwrite: the file is untouched
     before = (out / "three_mix.json").read_bytes()

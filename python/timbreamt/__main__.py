@@ -3,4 +3,6 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+# guarded: worker processes (transcribe --jobs, started with forkserver/spawn) import the main module
+if __name__ == "__main__":
+    sys.exit(main())

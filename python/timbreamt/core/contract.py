@@ -8,12 +8,18 @@ bounds of every user option. Pure Python (runs in Pyodide).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import constants as C
 from . import notes
-from .errors import ModelError
+from .errors import ModelError, OptionError
+
+# Bounds of the process options (the decoding bounds are in constants.py): onnxruntime threads per
+# session and worker processes of a batch. More than this is a typo, and each costs memory.
+MAX_THREADS = 256
+MAX_JOBS = 256
 
 
 @dataclass
@@ -27,8 +33,14 @@ class DecodeOptions:
     melodia: bool = True
 
     def validate(self) -> None:
-        """Raise ValueError naming the first option out of its range."""
-        notes.validate_decoding(self.onset_threshold, self.frame_threshold, self.min_note_frames, self.energy_tolerance)
+        """Raise OptionError (a ValueError) naming the first option out of its range."""
+        try:
+            notes.validate_decoding(self.onset_threshold, self.frame_threshold, self.min_note_frames,
+                                    self.energy_tolerance)
+        except OptionError:
+            raise
+        except ValueError as exc:
+            raise OptionError(str(exc)) from exc
 
 
 def _kind(has_embedding: bool) -> str:
@@ -37,9 +49,9 @@ def _kind(has_embedding: bool) -> str:
 
 def min_note_frames_from_ms(min_note_ms: float) -> int:
     """Frames of a minimum note length given in milliseconds (finite, > 0, <= MAX_NOTE_MS)."""
-    if isinstance(min_note_ms, bool) or not isinstance(min_note_ms, (int, float)) or not math.isfinite(min_note_ms) \
+    if isinstance(min_note_ms, bool) or not isinstance(min_note_ms, numbers.Real) or not math.isfinite(min_note_ms) \
             or not 0 < min_note_ms <= C.MAX_NOTE_MS:
-        raise ValueError(f"min_note_ms must be a finite number of milliseconds in (0, {C.MAX_NOTE_MS:g}], "
+        raise OptionError(f"min_note_ms must be a finite number of milliseconds in (0, {C.MAX_NOTE_MS:g}], "
                          f"got {min_note_ms!r}")
     return max(1, int(round(min_note_ms / 1000 * C.FRAMES_PER_SECOND)))
 
@@ -52,10 +64,10 @@ def decode_options(metadata: Mapping[str, str], has_embedding: bool, onset_thres
 
     metadata: the graph's ONNX metadata_props (str -> str). min_note_ms and min_note_frames are two
     ways to give the same option (ms from the CLI and the API, frames from the JS API); give one.
-    Raises ValueError naming the option that is out of range.
+    Raises OptionError (a ValueError) naming the option that is out of range.
     """
     if min_note_ms is not None and min_note_frames is not None:
-        raise ValueError("give min_note_ms or min_note_frames, not both")
+        raise OptionError("give min_note_ms or min_note_frames, not both")
     onset_default, frame_default = C.REFERENCE_THRESHOLDS[_kind(has_embedding)]
     try:
         opts = DecodeOptions(
@@ -77,7 +89,7 @@ def decode_options(metadata: Mapping[str, str], has_embedding: bool, onset_thres
         opts.min_note_frames = min_note_frames
     if melodia is not None:
         if not isinstance(melodia, bool):
-            raise ValueError(f"melodia must be true or false, got {melodia!r}")
+            raise OptionError(f"melodia must be true or false, got {melodia!r}")
         opts.melodia = melodia
     opts.validate()
     return opts
@@ -89,7 +101,7 @@ def resolve_instruments(instruments: int | str | None, has_embedding: bool, mode
     instruments: a whole number 1..MAX_INSTRUMENTS, 'auto', or None (one track); a string of digits is
     read as a number (the page's select). Returns 'auto', an int >= 2, or None (one track: 1 means the
     same, and no embedding is then needed). A model without a timbre embedding gives one track for
-    'auto'/None/1 and raises ModelError for N >= 2; anything else raises ValueError.
+    'auto'/None/1 and raises ModelError for N >= 2; anything else raises OptionError (a ValueError).
     """
     value = instruments
     if isinstance(value, str) and value.strip().isdigit():
@@ -98,7 +110,7 @@ def resolve_instruments(instruments: int | str | None, has_embedding: bool, mode
         value = int(value)
     if value is not None and value != "auto" and (isinstance(value, bool) or not isinstance(value, int)
                                                   or not 1 <= value <= C.MAX_INSTRUMENTS):
-        raise ValueError(f"instruments must be a whole number from 1 to {C.MAX_INSTRUMENTS}, 'auto' or none, "
+        raise OptionError(f"instruments must be a whole number from 1 to {C.MAX_INSTRUMENTS}, 'auto' or none, "
                          f"got {instruments!r}")
     if value == 1:
         value = None
@@ -108,3 +120,29 @@ def resolve_instruments(instruments: int | str | None, has_embedding: bool, mode
                              "(use the septimbre model)")
         return None
     return value
+
+
+def check_count(value: int, name: str, maximum: int) -> int:
+    """A whole number 1..maximum (threads, jobs); OptionError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= maximum:
+        raise OptionError(f"{name} must be a whole number from 1 to {maximum}, got {value!r}")
+    return int(value)
+
+
+def check_options(onset_threshold: float | None = None, frame_threshold: float | None = None,
+                  min_note_ms: float | None = None, instruments: int | str | None = "auto",
+                  threads: int | None = None, jobs: int | None = None) -> None:
+    """Check the user's options against their bounds before any model is loaded or any audio read
+    (the same checks decode_options and resolve_instruments make later, so nothing is accepted here
+    that fails there). Whether a model can separate the instruments is checked once it is loaded
+    (resolve_instruments). Raises OptionError naming the first bad option."""
+    for name, v in (("onset_threshold", onset_threshold), ("frame_threshold", frame_threshold)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0.0 < float(v) < 1.0):
+            raise OptionError(f"{name} must be a number between 0 and 1 (exclusive), got {v!r}")
+    if min_note_ms is not None:
+        min_note_frames_from_ms(min_note_ms)
+    resolve_instruments(instruments, True)
+    if threads is not None:
+        check_count(threads, "threads", MAX_THREADS)
+    if jobs is not None:
+        check_count(jobs, "jobs", MAX_JOBS)

@@ -7,6 +7,13 @@ class TimbreamtError(Exception):
     exit_code = 1
 
 
+class OptionError(TimbreamtError, ValueError):
+    """An option (threshold, duration, number of instruments, threads...) is out of its range or does
+    not fit the model. Exit code 2, as for argparse's usage errors."""
+
+    exit_code = 2
+
+
 class AudioError(TimbreamtError, ValueError):
     """The audio input cannot be read or is not usable."""
 

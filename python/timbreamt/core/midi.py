@@ -64,10 +64,15 @@ def midi_bytes(result: Transcription, programs: list[int] | None = None) -> byte
     return _chunk(b"MThd", header) + b"".join(_chunk(b"MTrk", t) for t in tracks)
 
 
+# the CSV header names the unit of the times (pitch is a MIDI note number, velocity 1..127)
+CSV_HEADER = ("track", "pitch", "start_s", "end_s", "velocity")
+
+
 def csv_text(result: Transcription) -> str:
+    """One row per note: track name, MIDI pitch, start and end in seconds, velocity 1..127."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["track", "pitch", "start", "end", "velocity"])
+    w.writerow(CSV_HEADER)
     for t in result.tracks:
         for n in t.notes:
             w.writerow([t.name, n.pitch, f"{n.start:.6f}", f"{n.end:.6f}", n.velocity])

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import constants as C
-from ..core.contract import decode_options
+from ..core.contract import MAX_THREADS, check_count, decode_options
 from ..core.errors import ModelError
 
 MODEL_NAMES = ("basicamt", "septimbre")
@@ -16,9 +16,25 @@ ARENA_SHRINKAGE = "memory.enable_memory_arena_shrinkage"     # onnxruntime run o
 
 
 def models_dir() -> Path:
-    """Where shipped models live: $TIMBREAMT_MODELS, else the repository's export/models."""
+    """Where the shipped models live: $TIMBREAMT_MODELS, else the package data ``timbreamt.models``
+    (the wheel ships export/models there; an editable install maps it to the checkout's export/models),
+    else the checkout's export/models (the package imported from python/ without an install)."""
     env = os.environ.get("TIMBREAMT_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "export" / "models"
+    if env:
+        return Path(env)
+    try:
+        from importlib.resources import files
+
+        packaged = files("timbreamt.models")
+        # a folder on disk (installed wheel or editable install); onnxruntime needs a real path
+        if isinstance(packaged, Path) and packaged.is_dir():
+            return packaged
+        for candidate in getattr(packaged, "_paths", ()):   # a namespace package: MultiplexedPath
+            if Path(candidate).is_dir():
+                return Path(candidate)
+    except (ImportError, TypeError, ValueError):
+        pass
+    return Path(__file__).resolve().parents[3] / "export" / "models"
 
 
 def default_model_path(name: str) -> Path:
@@ -31,12 +47,15 @@ class Model:
     def __init__(self, model: str | Path = "septimbre", threads: int = 2) -> None:
         import onnxruntime as ort
 
-        path = default_model_path(str(model)) if str(model) in MODEL_NAMES else Path(model)
+        threads = check_count(threads, "threads", MAX_THREADS)
+        named = isinstance(model, str) and model in MODEL_NAMES
+        path = default_model_path(model) if named else Path(os.fsdecode(model))
         if not path.is_file():
-            hint = " (restore the shipped graphs: `git checkout -- export/models`, or pass --model PATH)" if str(model) in MODEL_NAMES else ""
+            hint = (" (the shipped graphs are missing: reinstall timbreamt, restore export/models in a checkout, "
+                    "set $TIMBREAMT_MODELS, or pass --model PATH)") if named else ""
             raise ModelError(f"model file not found: {path}{hint}")
         so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads)
+        so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
         # ORT's arena lets the operators of a run reuse each other's buffers; without it every large

@@ -10,6 +10,7 @@ reference models (whose in-graph max division makes windows disagree slightly; o
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -23,6 +24,12 @@ from ..core.pipeline import MapAccumulator
 from ..core.windows import Window, check_window_sizes, n_frames, window_crop
 from ..core.errors import AudioError
 from ..core.transcription import Transcription
+
+
+# The frame map is first allocated for the length a file's header announces, at most this many frames
+# (an hour: 84 x 310k float16 = 52 MB). np.zeros maps untouched pages lazily, but a header claiming
+# billions of samples asked for EiB, which fails outright; past the cap the map grows as audio arrives.
+MAX_PREALLOCATED_FRAMES = 310_080
 
 
 def _windows_from_stream(blocks: Iterable[np.ndarray], core_frames: int, context_frames: int):
@@ -111,33 +118,45 @@ class Transcriber:
         """
         instruments = resolve_instruments(instruments, self.model.has_embedding, self.model.name)
         opts = self.options(onset_threshold, frame_threshold, min_note_ms, melodia)
-        if isinstance(audio, (str, Path)):
-            stream = AudioStream(audio, GRAPH_SAMPLE_RATE)
-            sample_rate, blocks, expected = stream.sample_rate, iter(stream), stream.header_frames / stream.sample_rate
+        warnings: list[str] = []
+        stream = None
+        if isinstance(audio, (str, Path, bytes)) or hasattr(audio, "__fspath__"):
+            stream = AudioStream(os.fsdecode(audio) if isinstance(audio, bytes) else audio, GRAPH_SAMPLE_RATE)
+            sample_rate, blocks = stream.sample_rate, iter(stream)
+            expected = stream.header_frames / stream.sample_rate if stream.header_frames else 0.0
         else:
             if sr is None:
                 raise ValueError("an audio array needs its sample rate: transcribe(array, sr=...)")
-            samples = prepare_array(audio, sr, GRAPH_SAMPLE_RATE)
+            samples = prepare_array(audio, sr, GRAPH_SAMPLE_RATE, warnings)
             sample_rate, blocks, expected = int(sr), iter([samples]), len(samples) / GRAPH_SAMPLE_RATE
-            stream = None
+        # the header's length is only a hint for the frame map's first size, capped: a header may lie
+        hint = min(n_frames(int(expected * GRAPH_SAMPLE_RATE)), MAX_PREALLOCATED_FRAMES)
         acc = MapAccumulator(opts, with_embedding=self.model.has_embedding and instruments is not None,
-                             expected_frames=n_frames(int(expected * GRAPH_SAMPLE_RATE)))
+                             expected_frames=hint)
         total = 0
-        for window, chunk, total, eof in _windows_from_stream(blocks, core_frames, context_frames):
-            # the convolutions only run where the core needs them (~25% of the work saved)
-            crop = window_crop(window, n_frames(len(chunk)), acc.crop_margin) if self.model.can_crop else (0, 0)
-            # the stream has ended: this is the last window or one of the last two
-            maps = self.model.run(chunk, crop, release_memory=eof)
-            acc.add(window, maps["onset"], maps["frame"], maps.get("embedding"), map_start=window.frame_start + crop[0])
-            del maps
-            _release_freed_memory()
-            if progress and expected > 0:
-                progress(min(1.0, window.in_end / GRAPH_SAMPLE_RATE / expected))
+        try:
+            for window, chunk, total, eof in _windows_from_stream(blocks, core_frames, context_frames):
+                # the convolutions only run where the core needs them (~25% of the work saved)
+                crop = window_crop(window, n_frames(len(chunk)), acc.crop_margin) if self.model.can_crop else (0, 0)
+                # the stream has ended: this is the last window or one of the last two
+                maps = self.model.run(chunk, crop, release_memory=eof)
+                acc.add(window, maps["onset"], maps["frame"], maps.get("embedding"),
+                        map_start=window.frame_start + crop[0])
+                del maps
+                _release_freed_memory()
+                if progress and expected > 0:
+                    progress(min(1.0, window.in_end / GRAPH_SAMPLE_RATE / expected))
+        finally:
+            if stream is not None:
+                stream.close()
+        if stream is not None:
+            warnings += stream.warnings
         if total == 0:
             where = f"{audio}: " if stream else ""
             raise AudioError(f"{where}audio is empty (0 samples)")
-        return acc.finish(self.model.name, sample_rate, total / GRAPH_SAMPLE_RATE, instruments)
-
+        result = acc.finish(self.model.name, sample_rate, total / GRAPH_SAMPLE_RATE, instruments)
+        result.warnings[:0] = warnings
+        return result
 
 def transcribe(audio: str | Path | np.ndarray, sr: int | None = None, model: str | Path = "septimbre",
                instruments: int | str | None = "auto", onset_threshold: float | None = None,
