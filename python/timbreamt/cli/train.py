@@ -18,6 +18,15 @@ def _cmd_data(args: argparse.Namespace) -> int:
             print(f"timbreamt: error: --midi-fraction must be in (0, 1], got {args.midi_fraction}", file=sys.stderr)
             return 2
         kwargs.update(midi_files=tuple(list_midi_files(args.midi)), midi_fraction=args.midi_fraction)
+    for name in ("synth_fraction", "room_prob"):
+        value = getattr(args, name)
+        if not 0 <= value <= 1:
+            print(f"timbreamt: error: --{name.replace('_', '-')} must be in [0, 1], got {value}", file=sys.stderr)
+            return 2
+        if value:
+            kwargs[name] = value
+    if args.ood:
+        kwargs["ood"] = True
     paths = generate(args.out, args.hours, seed=args.seed, split=args.split, workers=args.workers,
                      progress=not args.quiet, **kwargs)
     print(f"{len(paths)} clips ({len(paths) * 10 / 3600:.2f} h) in {args.out}")
@@ -65,25 +74,45 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import time
 
     from ..training.data import generate_eval_set
-    from ..tools.evaluate import eval_chart, eval_markdown, evaluate_references, evaluate_set, markdown, summarise, target_checks, targets_markdown
+    from ..tools.evaluate import (SPLITS, eval_chart, eval_markdown, evaluate_references, evaluate_set, gap_markdown,
+                                  markdown, ood_target_checks, split_summaries, target_checks, targets_markdown)
+    from ..training.sources import OOD_SOUNDFONTS, OOD_SYNTH_FAMILIES
 
     if args.threads < 1 or args.workers < 1:
         print("timbreamt: error: --threads and --workers must be >= 1", file=sys.stderr)
         return 2
+    if Path(args.set).resolve() == Path(args.ood_set).resolve():
+        print("timbreamt: error: --set and --ood-set must be different folders", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    clips = generate_eval_set(args.set, workers=args.workers, limit=args.clips, progress=not args.quiet)
+    sets = {SPLITS[0]: generate_eval_set(args.set, workers=args.workers, limit=args.clips, progress=not args.quiet),
+            SPLITS[1]: generate_eval_set(args.ood_set, workers=args.workers, limit=args.clips,
+                                         progress=not args.quiet, ood=True)}
     rendered = time.time() - t0
-    rows = evaluate_set(clips, threads=args.threads, progress=not args.quiet)
-    summary = summarise(rows)
-    checks = target_checks(summary)
-    text = [f"# Held-out evaluation: {len(clips)} clips of 30 s", "",
-            "Unheard music (music21 validation split + procedural parts of a separate seed), GM programs held "
-            "out from training (solo piano: program 0, unheard music), both training soundfonts. "
-            "mir_eval, onset tolerance 50 ms; means over clips.", "", eval_markdown(summary)]
+    rows = []
+    for split, clips in sets.items():
+        rows += [{"split": split, **row} for row in evaluate_set(clips, threads=args.threads, progress=not args.quiet)]
+    summaries = split_summaries(rows)
+    n = len(sets[SPLITS[0]])
+    ood_names = ", ".join([Path(p).name for p in OOD_SOUNDFONTS] + [f"{f} synthesis" for f in OOD_SYNTH_FAMILIES])
+    text = [f"# Evaluation: {n} + {len(sets[SPLITS[1]])} clips of 30 s", "",
+            "mir_eval, onset tolerance 50 ms; means over clips. Both splits hold music never trained on (music21 "
+            "validation split + procedural parts of their own seeds).", "",
+            "- **in-distribution**: GM programs held out from training (solo piano: program 0) rendered with the "
+            "training soundfonts: it measures memorised timbre sources.",
+            f"- **out-of-distribution**: timbre sources never trained on ({ood_names}): the honest yardstick; model "
+            "selection and threshold calibration use a validation set of these sources (other music).", "",
+            "## Both splits and their gap (ID - OOD)", "", gap_markdown(summaries)]
+    for split, summary in summaries.items():
+        text += ["", f"## {split}", "", eval_markdown(summary)]
+    checks = ood_target_checks(summaries)
     if checks:
-        text += ["", "Targets:", "", targets_markdown(checks)]
+        text += ["", "Targets (issue 18, out-of-distribution split):", "", targets_markdown(checks)]
+    old_checks = target_checks(summaries[SPLITS[0]])
+    if old_checks:
+        text += ["", "Earlier targets, in-distribution split:", "", targets_markdown(old_checks)]
     if not args.skip_references:
         text += ["", "## Shared reference examples (../shared/data/reference)", "", markdown(evaluate_references())]
     minutes = (time.time() - t0) / 60
@@ -91,10 +120,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
              f"{args.threads} threads. Command: `timbreamt eval" + (f" --clips {args.clips}" if args.clips else "") + "`"]
     report = "\n".join(text) + "\n"
     (out / "eval.md").write_text(report)
-    (out / "eval.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
-    eval_chart(summary, out / "eval.png")
+    (out / "eval.json").write_text(json.dumps({"rows": rows, "summaries": summaries}, indent=1))
+    eval_chart(summaries[SPLITS[0]], out / "eval.png")
+    eval_chart(summaries[SPLITS[1]], out / "eval-ood.png", title="Out-of-distribution split (timbre sources never trained on)")
     print(report)
-    print(f"eval: wrote {out / 'eval.md'}, {out / 'eval.json'} and {out / 'eval.png'}")
+    print(f"eval: wrote {out / 'eval.md'}, {out / 'eval.json'}, {out / 'eval.png'} and {out / 'eval-ood.png'}")
     return 0
 
 
@@ -109,6 +139,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--programs", default="", help="comma-separated GM programs (default: the training set)")
     s.add_argument("--midi", default=None, help="folder of your own .mid files to render too")
     s.add_argument("--midi-fraction", type=float, default=0.5, help="share of clips scored from --midi files")
+    s.add_argument("--synth-fraction", type=float, default=0.0,
+                   help="share of clips played by procedural instruments (additive, plucked, bowed, blown)")
+    s.add_argument("--room-prob", type=float, default=0.0, help="share of clips put in a random room (reverb)")
+    s.add_argument("--ood", action="store_true", help="render with the out-of-distribution timbre sources (OPL3 "
+                   "FM bank, FM synthesis): a validation set for model selection and calibration (--split val only)")
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_data)
@@ -164,6 +199,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("eval", help="every system on the held-out evaluation set (and the shared examples)")
     s.add_argument("--set", default=".cache/evalset", help="folder of the rendered evaluation set (a cache)")
+    s.add_argument("--ood-set", default=".cache/evalset-ood",
+                   help="folder of the rendered out-of-distribution split (a cache)")
     s.add_argument("--out", default="eval-output", help="folder for eval.md, eval.json, eval.png")
     s.add_argument("--clips", type=int, default=None, help="only the first N clips of each category")
     s.add_argument("--workers", type=int, default=2, help="rendering processes")

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..core import constants as C
 from ..core.errors import DataError
+from .sources import OOD_SOUNDFONTS, OOD_SYNTH_FAMILIES, TRAIN_SYNTH_FAMILIES, check_ood_sources, synth_program
 
 CLIP_SECONDS = 10.0
 TRAIN_COMPOSERS = ("bach", "palestrina", "trecento", "josquin", "schumann_robert", "ryansMammoth",
@@ -241,6 +242,20 @@ class Renderer:
 
 
 _RENDERER: Renderer | None = None
+_OOD_RENDERER: Renderer | None = None
+
+
+def _renderer(ood: bool) -> Renderer:
+    """This process's loaded synthesiser: the training soundfonts, or the out-of-distribution ones."""
+    global _RENDERER, _OOD_RENDERER
+    if ood:
+        if _OOD_RENDERER is None:
+            check_ood_sources()
+            _OOD_RENDERER = Renderer(OOD_SOUNDFONTS)
+        return _OOD_RENDERER
+    if _RENDERER is None:
+        _RENDERER = Renderer()
+    return _RENDERER
 _CORPUS_CACHE: dict[str, list[np.ndarray]] = {}
 
 
@@ -295,14 +310,16 @@ def midi_file_score(path: str) -> list[np.ndarray]:
 def make_clip(seed: int, index: int, split: str = "train", corpus_fraction: float = 0.3,
               max_parts: int = 4, programs: tuple[int, ...] = C.TRAIN_PROGRAMS,
               renderer: Renderer | None = None, midi_files: tuple[str, ...] = (),
-              midi_fraction: float = 0.5) -> dict[str, np.ndarray]:
+              midi_fraction: float = 0.5, synth_fraction: float = 0.0, room_prob: float = 0.0,
+              ood: bool = False) -> dict[str, np.ndarray]:
     """Synthesise clip ``index`` of a data set: deterministic in (seed, index). With ``midi_files``,
-    a share ``midi_fraction`` of the clips takes its score from them (the others as without)."""
-    global _RENDERER
+    a share ``midi_fraction`` of the clips takes its score from them (the others as without).
+    ``synth_fraction``: share of clips played by procedural instruments (TRAIN_SYNTH_FAMILIES) instead
+    of a soundfont; ``room_prob``: share of clips put in a random room (augment.room_reverb).
+    ``ood``: the out-of-distribution sources instead (sources.py: the OPL3 FM bank or the FM family;
+    validation only). Zero shares draw nothing, so the sets made before them stay the same."""
     rng = clip_rng(seed, index)
-    renderer = renderer or _RENDERER
-    if renderer is None:
-        renderer = _RENDERER = Renderer()
+    renderer = renderer or _renderer(ood)
     n_parts = 1 if rng.random() < 0.4 else int(rng.integers(2, max_parts + 1))
     parts: list[Part] = []
     if midi_files and rng.random() < midi_fraction:    # (no draw without MIDI files: old sets stay the same)
@@ -322,12 +339,62 @@ def make_clip(seed: int, index: int, split: str = "train", corpus_fraction: floa
     # one channel per part: a second note-on of a sounding key is heard as a re-strike that the first
     # note's note-off then silences, so labels must end a note where the next of its pitch starts
     parts = [without_overlaps(p) for p in parts]
-    chosen = rng.choice(len(programs), size=len(parts), replace=False)
-    progs = np.array([programs[i] for i in chosen], dtype=np.int16)
-    soundfont = int(rng.integers(len(renderer.synths)))
-    mix, notes = render_mixture(renderer, parts, progs, soundfont, CLIP_SECONDS, rng, (0.3, 1.0), (0.2, 0.95))
+    gains, peaks = (0.3, 1.0), (0.2, 0.95)
+    if ood:
+        mix, notes, progs, soundfont = render_ood(renderer, parts, CLIP_SECONDS, rng, gains, peaks,
+                                                  programs=C.TRAIN_PROGRAMS + C.HELDOUT_PROGRAMS)
+    elif synth_fraction > 0 and rng.random() < synth_fraction:
+        mix, notes, progs = render_synth_mixture(parts, TRAIN_SYNTH_FAMILIES, CLIP_SECONDS, rng, gains, peaks)
+        soundfont = -1
+    else:
+        chosen = rng.choice(len(programs), size=len(parts), replace=False)
+        progs = np.array([programs[i] for i in chosen], dtype=np.int16)
+        soundfont = int(rng.integers(len(renderer.synths)))
+        mix, notes = render_mixture(renderer, parts, progs, soundfont, CLIP_SECONDS, rng, gains, peaks)
+    if room_prob > 0 and rng.random() < room_prob:
+        from .augment import room_reverb
+
+        mix = room_reverb(mix, rng)
     return {"audio": mix.astype(np.float16), "notes": notes, "programs": progs,
             "soundfont": np.int16(soundfont)}
+
+
+def render_synth_mixture(parts: list[Part], families: tuple[str, ...], seconds: float, rng: np.random.Generator,
+                         part_gains: tuple[float, float], peak_range: tuple[float, float]
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each part performed (synth.perform: register, jitter, legato, pedal) and played by a new
+    procedural instrument of a random family of ``families``, normalised, summed and scaled as
+    render_mixture does. Returns the mix, the performed notes (n, 4) (pitch, start_s, end_s, part) and
+    the parts' programs (sources.synth_program of each family)."""
+    from .synth import draw_instrument, perform, render_part
+
+    mix = np.zeros(int(round(seconds * C.SAMPLE_RATE)), dtype=np.float32)
+    rows, progs = [], []
+    for k, part in enumerate(parts):
+        family = str(families[int(rng.integers(len(families)))])
+        instrument = draw_instrument(family, rng)
+        notes, velocities = perform(part.notes, part.velocities, instrument, seconds, rng)
+        add_source(mix, render_part(instrument, notes, velocities, seconds, rng), rng, part_gains)
+        rows.extend((p, s, e, k) for p, s, e in notes)
+        progs.append(synth_program(family))
+    scale_peak(mix, rng, peak_range)
+    return mix, np.array(rows, dtype=np.float32).reshape(-1, 4), np.array(progs, dtype=np.int16)
+
+
+def render_ood(renderer: Renderer, parts: list[Part], seconds: float, rng: np.random.Generator,
+               part_gains: tuple[float, float], peak_range: tuple[float, float], programs: tuple[int, ...],
+               source: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """A mixture from an out-of-distribution source: the OPL3 FM bank (``renderer`` loaded with
+    sources.OOD_SOUNDFONTS) playing GM ``programs``, or the FM family (``source`` 'soundfont' or
+    'synth'; None: either, at even odds). Returns mix, notes, programs, soundfont index (-1: synthesis)."""
+    source = source or ("soundfont" if rng.random() < 0.5 else "synth")
+    if source == "synth":
+        mix, notes, progs = render_synth_mixture(parts, OOD_SYNTH_FAMILIES, seconds, rng, part_gains, peak_range)
+        return mix, notes, progs, -1
+    chosen = rng.choice(len(programs), size=len(parts), replace=False)
+    progs = np.array([programs[i] for i in chosen], dtype=np.int16)
+    mix, notes = render_mixture(renderer, parts, progs, 0, seconds, rng, part_gains, peak_range)
+    return mix, notes, progs, 0
 
 
 def render_mixture(renderer: Renderer, parts: list[Part], programs: np.ndarray, soundfont: int, seconds: float,
@@ -360,9 +427,8 @@ def scale_peak(mix: np.ndarray, rng: np.random.Generator, peak_range: tuple[floa
         mix *= rng.uniform(*peak_range) / peak
 
 
-def _worker_init() -> None:
-    global _RENDERER
-    _RENDERER = Renderer()
+def _worker_init(ood: bool = False) -> None:
+    _renderer(ood)
 
 
 def _worker_make(args: tuple) -> str:
@@ -389,6 +455,11 @@ def generate(out_dir: str | Path, hours: float, seed: int = 0, split: str = "tra
     if hours <= 0:
         raise DataError(f"--hours must be positive, got {hours}")
     check_synthesis()  # fail early, with a clear message, if fluidsynth or a soundfont is missing
+    ood = bool(kwargs.get("ood"))
+    if ood:
+        if split != "val":
+            raise DataError("--ood renders the out-of-distribution sources: for --split val only, never training")
+        check_ood_sources()
     if kwargs.get("midi_files"):
         kwargs["midi_files"] = tuple(kwargs["midi_files"])
     out = Path(out_dir)
@@ -397,14 +468,17 @@ def generate(out_dir: str | Path, hours: float, seed: int = 0, split: str = "tra
     meta = {"seed": seed, "split": split, "clips": n, "clip_seconds": CLIP_SECONDS,
             "sample_rate": C.SAMPLE_RATE, "soundfonts": list(C.TRAIN_SOUNDFONTS),
             "programs": list(kwargs.get("programs", C.TRAIN_PROGRAMS)),
-            "midi_files": list(kwargs.get("midi_files", ())), "midi_fraction": kwargs.get("midi_fraction", 0.5)}
+            "midi_files": list(kwargs.get("midi_files", ())), "midi_fraction": kwargs.get("midi_fraction", 0.5),
+            "synth_fraction": kwargs.get("synth_fraction", 0.0), "synth_families": list(TRAIN_SYNTH_FAMILIES),
+            "room_prob": kwargs.get("room_prob", 0.0), "ood": ood,
+            "ood_sources": list(OOD_SOUNDFONTS) + list(OOD_SYNTH_FAMILIES) if ood else []}
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     jobs = [(seed, i, split, str(out), kwargs) for i in range(n)]
     paths = []
     from tqdm import tqdm
 
     # spawn, not fork: fluidsynth and music21 hold threads/locks that a fork can leave dead-locked
-    with get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
+    with get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(ood,)) as pool:
         for p in tqdm(pool.imap(_worker_make, jobs, chunksize=4), total=n, disable=not progress,
                       desc="rendering", unit="clip"):
             paths.append(p)
@@ -472,6 +546,7 @@ def piano_rolls(notes: np.ndarray, n_frames: int, offset_s: float = 0.0) -> dict
 # training, rendered with both training soundfonts. Solo piano is the one exception to the held-out
 # programs: piano is what users transcribe most, so it has its own category (music still unheard).
 EVAL_SEED = 7_000_001          # training sets use small seeds (0, 1, ...): this namespace is apart
+EVAL_OOD_SEED = 7_000_002      # the out-of-distribution split: other music, other timbre sources
 EVAL_CLIP_SECONDS = 30.0
 PIANO_PROGRAM = 0
 # (category, instruments, clips): 50 clips of 30 s
@@ -512,16 +587,18 @@ def without_overlaps(part: Part) -> Part:
     return Part(notes[keep][by_time], vels[keep][by_time], part.bends, part.modulation, part.expression)
 
 
-def make_eval_clip(index: int, category: str, n_parts: int, renderer: Renderer | None = None) -> dict[str, np.ndarray]:
+def make_eval_clip(index: int, category: str, n_parts: int, renderer: Renderer | None = None,
+                   ood: bool = False) -> dict[str, np.ndarray]:
     """Clip ``index`` of the evaluation set (deterministic in the index). Same layout as a training
-    clip, plus ``category`` (str) and 30 s of audio stored as float32."""
-    global _RENDERER
+    clip, plus ``category`` (str) and 30 s of audio stored as float32.
+
+    ``ood``: the out-of-distribution split: music of its own seed namespace (and the music21 validation
+    split), played by timbre sources never trained on (sources.py): solo piano by the OPL3 bank's piano;
+    other clips alternately by the OPL3 bank (any training or held-out GM program) and by FM synthesis."""
     if n_parts < 1:
         raise ValueError(f"an evaluation clip needs at least one instrument, got {n_parts}")
-    renderer = renderer or _RENDERER
-    if renderer is None:
-        renderer = _RENDERER = Renderer()
-    rng = clip_rng(EVAL_SEED, index)
+    renderer = renderer or _renderer(ood)
+    rng = clip_rng(EVAL_OOD_SEED if ood else EVAL_SEED, index)
     seconds = EVAL_CLIP_SECONDS
     parts: list[Part] = []
     if rng.random() < 0.5:   # a piece of the music21 validation split, its voices spread over instruments
@@ -535,6 +612,12 @@ def make_eval_clip(index: int, category: str, n_parts: int, renderer: Renderer |
     parts = [p if len(p.notes) >= MIN_PART_NOTES else procedural_part(rng, seconds, polyphonic=rng.random() < 0.6)
              for p in parts]
     parts = [without_overlaps(p) for p in parts]
+    if ood:
+        source = "soundfont" if category == "solo piano" or index % 2 == 0 else "synth"
+        pool = (PIANO_PROGRAM,) if category == "solo piano" else C.TRAIN_PROGRAMS + C.HELDOUT_PROGRAMS
+        mix, notes, progs, soundfont = render_ood(renderer, parts, seconds, rng, (0.5, 1.0), (0.3, 0.9), pool, source)
+        return {"audio": mix, "notes": notes, "programs": progs, "soundfont": np.int16(soundfont),
+                "category": np.array(category)}
     if category == "solo piano":
         progs = np.array([PIANO_PROGRAM], dtype=np.int16)
     else:
@@ -546,10 +629,10 @@ def make_eval_clip(index: int, category: str, n_parts: int, renderer: Renderer |
 
 
 def _worker_make_eval(args: tuple) -> str:
-    index, category, n_parts, out_dir = args
+    index, category, n_parts, out_dir, ood = args
     path = Path(out_dir) / f"clip_{index:06d}.npz"
     if not path.exists():
-        clip = make_eval_clip(index, category, n_parts)
+        clip = make_eval_clip(index, category, n_parts, ood=ood)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, **clip)
         os.replace(tmp, path)
@@ -557,14 +640,17 @@ def _worker_make_eval(args: tuple) -> str:
 
 
 def generate_eval_set(out_dir: str | Path, workers: int = 2, limit: int | None = None,
-                      progress: bool = True) -> list[Path]:
-    """Render the evaluation set into ``out_dir`` (kept as a cache: existing clips are reused).
-    ``limit`` takes only the first clips of each category (quick runs). Returns the clip paths."""
+                      progress: bool = True, ood: bool = False) -> list[Path]:
+    """Render the evaluation set (``ood``: its out-of-distribution split) into ``out_dir`` (kept as a
+    cache: existing clips are reused). ``limit`` takes only the first clips of each category (quick
+    runs). Returns the clip paths."""
     from multiprocessing import get_context
 
     from tqdm import tqdm
 
     check_synthesis()
+    if ood:
+        check_ood_sources()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = eval_plan()
@@ -574,10 +660,16 @@ def generate_eval_set(out_dir: str | Path, workers: int = 2, limit: int | None =
         plan = [row for row in plan if row[0] - eval_plan_first(row[1]) < limit]
     meta = {"seed": EVAL_SEED, "clip_seconds": EVAL_CLIP_SECONDS, "plan": [list(r) for r in EVAL_PLAN],
             "heldout_programs": list(C.HELDOUT_PROGRAMS), "piano_program": PIANO_PROGRAM,
-            "soundfonts": list(C.TRAIN_SOUNDFONTS)}
-    (out / "meta.json").write_text(json.dumps(meta, indent=1))
-    jobs = [(i, cat, n, str(out)) for i, cat, n in plan]
-    with get_context("spawn").Pool(max(1, workers), initializer=_worker_init) as pool:
+            "soundfonts": list(OOD_SOUNDFONTS if ood else C.TRAIN_SOUNDFONTS), "ood": ood}
+    if ood:
+        meta.update(seed=EVAL_OOD_SEED, synth_families=list(OOD_SYNTH_FAMILIES))
+    meta_path = out / "meta.json"
+    if meta_path.exists() and json.loads(meta_path.read_text()).get("ood", False) != ood:
+        raise DataError(f"{out} holds the {'in-distribution' if ood else 'out-of-distribution'} evaluation set; "
+                        "give each split its own folder")
+    meta_path.write_text(json.dumps(meta, indent=1))
+    jobs = [(i, cat, n, str(out), ood) for i, cat, n in plan]
+    with get_context("spawn").Pool(max(1, workers), initializer=_worker_init, initargs=(ood,)) as pool:
         paths = [Path(p) for p in tqdm(pool.imap(_worker_make_eval, jobs), total=len(jobs), disable=not progress,
                                        desc="rendering eval set", unit="clip")]
     return paths
