@@ -1,27 +1,27 @@
 /* timbreamt ES module API.
  *
- *   import { createTranscriber } from './timbreamt.js';
+ *   import { createTranscriber, decodeAudio } from './timbreamt.js';
  *   const t = await createTranscriber({ baseUrl: new URL('.', import.meta.url).href, onProgress });
  *   const result = await t.transcribe(float32Samples, sampleRate, { model: 'septimbre', instruments: 'auto' });
  *   // result: the CLI's JSON object {version, model, sample_rate, duration, tracks:[{name, notes:[...]}]}
+ *   const again = await t.regroup(3);        // the same notes in 3 instruments, without the model
  *   t.dispose();
  *
- * All work happens in one Web Worker (onnxruntime-web + Pyodide load once and are reused).
+ * All work happens in one Web Worker (onnxruntime-web + Pyodide load once and are reused; jobs run one
+ * at a time). Samples at any rate are resampled in the worker by the CLI's own resampler
+ * (timbreamt.core.resample), so the notes are the CLI's. Errors are Error objects with one readable line.
  */
-export const INPUT_RATE = 44100;
+import './wav.js';   // defines self.timbreamtWav (shared with the worker)
 
-/* Mono float32 at 44.1 kHz from samples at any rate (WebAudio's resampler). */
-export async function resampleTo44100(samples, sampleRate) {
-  if (sampleRate === INPUT_RATE) return samples;
-  const frames = Math.max(1, Math.round(samples.length * INPUT_RATE / sampleRate));
-  const ctx = new OfflineAudioContext(1, frames, INPUT_RATE);
-  const buf = ctx.createBuffer(1, samples.length, sampleRate);
-  buf.copyToChannel(samples, 0);
-  const src = ctx.createBufferSource();
-  src.buffer = buf;
-  src.connect(ctx.destination);
-  src.start();
-  return (await ctx.startRendering()).getChannelData(0);
+const wav = self.timbreamtWav;
+export const parseWav = wav.parseWav;
+
+let constantsPromise = null;
+/* The system's numbers (constants.json, written by the bundle from timbreamt.core.constants). */
+export function loadConstants(baseUrl) {
+  constantsPromise = constantsPromise || fetch(new URL('constants.json', baseUrl || import.meta.url))
+    .then((r) => { if (!r.ok) throw new Error(`constants.json missing (HTTP ${r.status}): rebuild the bundle`); return r.json(); });
+  return constantsPromise;
 }
 
 /* Average of the channels of an AudioBuffer (the CLI averages too). */
@@ -36,120 +36,175 @@ export function mixdown(audioBuffer) {
   return out;
 }
 
-/* WAV decoded exactly as the CLI reads it (libsndfile: integer PCM / 2^(bits-1), floats as they are),
- * so the page and the CLI see bit-identical samples. Browsers' decodeAudioData scales 16-bit PCM by
- * 1/32767 for positive samples only (measured in Chromium: a 3e-5 asymmetric distortion that moved the
- * maps by 4e-4). Returns {samples: Float32Array mono (channel mean), sampleRate, channels} or null when
- * the bytes are not a WAV this parser knows (then decodeAudio falls back to the browser's decoder). */
-export function parseWav(arrayBuffer) {
-  const v = new DataView(arrayBuffer);
-  const tag = (o) => String.fromCharCode(v.getUint8(o), v.getUint8(o + 1), v.getUint8(o + 2), v.getUint8(o + 3));
-  if (v.byteLength < 12 || tag(0) !== 'RIFF' || tag(8) !== 'WAVE') return null;
-  let fmt = null;
-  let pos = 12;
-  while (pos + 8 <= v.byteLength) {
-    const id = tag(pos);
-    const size = v.getUint32(pos + 4, true);
-    const body = pos + 8;
-    if (id === 'fmt ' && size >= 16) {
-      let format = v.getUint16(body, true);
-      if (format === 0xfffe && size >= 26) format = v.getUint16(body + 24, true);   // WAVE_FORMAT_EXTENSIBLE
-      fmt = { format, channels: v.getUint16(body + 2, true), rate: v.getUint32(body + 4, true),
-              bits: v.getUint16(body + 14, true) };
-    } else if (id === 'data' && fmt) {
-      const { format, channels, rate, bits } = fmt;
-      const known = (format === 1 && [8, 16, 24, 32].includes(bits)) || (format === 3 && [32, 64].includes(bits));
-      if (!known || channels < 1 || rate < 1) return null;
-      const width = bits / 8;
-      const frames = Math.floor(Math.min(size, v.byteLength - body) / (width * channels));
-      const sample = format === 3
-        ? (bits === 32 ? (o) => v.getFloat32(o, true) : (o) => Math.fround(v.getFloat64(o, true)))
-        : bits === 8 ? (o) => (v.getUint8(o) - 128) / 128
-        : bits === 16 ? (o) => v.getInt16(o, true) / 32768
-        : bits === 24 ? (o) => ((v.getUint8(o + 2) << 24 | v.getUint8(o + 1) << 16 | v.getUint8(o) << 8) >> 8) / 8388608
-        : (o) => v.getInt32(o, true) / 2147483648;
-      const out = new Float32Array(frames);
-      const stride = width * channels;
-      for (let c = 0; c < channels; c += 1) {
-        for (let i = 0, o = body + c * width; i < frames; i += 1, o += stride) out[i] += Math.fround(sample(o));
-      }
-      if (channels > 1) for (let i = 0; i < frames; i += 1) out[i] /= channels;
-      return { samples: out, sampleRate: rate, channels };
+/* The sample rate written in a compressed file's header (FLAC, Ogg Vorbis/Opus, MP3), or null: the
+ * browser then decodes at that rate (no resampling of its own) and the worker resamples like the CLI. */
+export function sniffSampleRate(arrayBuffer) {
+  const b = new Uint8Array(arrayBuffer, 0, Math.min(arrayBuffer.byteLength, 1 << 16));
+  const text = (o, s) => s.split('').every((ch, i) => b[o + i] === ch.charCodeAt(0));
+  if (text(0, 'fLaC') && b.length > 20) return (b[18] << 12) | (b[19] << 4) | (b[20] >> 4);   // STREAMINFO
+  if (text(0, 'OggS')) {
+    for (let i = 0; i + 16 < b.length; i += 1) {
+      if (b[i] === 1 && text(i + 1, 'vorbis')) return b[i + 12] | (b[i + 13] << 8) | (b[i + 14] << 16) | (b[i + 15] << 24);
+      if (text(i, 'OpusHead')) return 48000;   // Opus always decodes at 48 kHz (as libsndfile does)
     }
-    pos = body + size + (size & 1);
+    return null;
+  }
+  let p = 0;
+  if (text(0, 'ID3') && b.length > 10) p = 10 + ((b[6] << 21) | (b[7] << 14) | (b[8] << 7) | b[9]);
+  if (p >= b.length) return null;
+  for (let i = p; i + 3 < b.length && i < p + 8192; i += 1) {       // first MPEG audio frame header
+    if (b[i] === 0xff && (b[i + 1] & 0xe0) === 0xe0) {
+      const version = (b[i + 1] >> 3) & 3;                           // 3: MPEG1, 2: MPEG2, 0: MPEG2.5
+      const index = (b[i + 2] >> 2) & 3;
+      if (version === 1 || index === 3) continue;
+      const base = [44100, 48000, 32000][index];                    // MPEG-1 rates (the format's table)
+      return version === 3 ? base : version === 2 ? base / 2 : base / 4;
+    }
   }
   return null;
 }
 
-/* Any audio file's bytes -> {samples: Float32Array mono, sampleRate, channels}. WAV exactly as the
- * CLI reads it; other formats (mp3, ogg, flac, ...) through the browser's decoder at 44.1 kHz. */
+/* Any audio file's bytes -> {samples: Float32Array mono, sampleRate, channels}, at the file's own
+ * rate. WAV exactly as the CLI reads it; other formats (mp3, ogg, flac, ...) through the browser's
+ * decoder at the rate their header gives. */
 export async function decodeAudio(arrayBuffer) {
-  const wav = parseWav(arrayBuffer);
-  if (wav) return wav;
-  const ctx = new AudioContext({ sampleRate: INPUT_RATE });
+  const w = wav.parseWav(arrayBuffer);
+  if (w) return w;
+  const rate = sniffSampleRate(arrayBuffer);
+  // unknown rate: let the browser decode at the graphs' rate (its resampler, not the CLI's)
+  const fallback = (await loadConstants()).GRAPH_SAMPLE_RATE;
+  const ctx = new OfflineAudioContext(1, 1, rate && rate >= 3000 && rate <= 768000 ? rate : fallback);
+  let buffer;
   try {
-    const buffer = await ctx.decodeAudioData(arrayBuffer);
-    return { samples: mixdown(buffer), sampleRate: buffer.sampleRate, channels: buffer.numberOfChannels };
-  } finally {
-    ctx.close();
+    buffer = await ctx.decodeAudioData(arrayBuffer);
+  } catch (e) {
+    throw new Error('not a supported audio file (the browser cannot decode it)');
+  }
+  return { samples: mixdown(buffer), sampleRate: buffer.sampleRate, channels: buffer.numberOfChannels };
+}
+
+/* A WAV File/Blob's header: {sampleRate, channels, frames, duration}, or null if not a known WAV. */
+export async function wavInfo(blob) {
+  const layout = await wav.blobLayout(blob);
+  if (!layout) return null;
+  return { sampleRate: layout.rate, channels: layout.channels, frames: layout.frames, duration: layout.frames / layout.rate };
+}
+
+/* Check the options before they reach the worker: a clear Error naming the bad one. */
+function checkOptions(opts, maxInstruments) {
+  const { model = 'septimbre', instruments = 'auto' } = opts;
+  if (typeof model !== 'string' || !model) throw new Error(`model must be 'basicamt', 'septimbre' or a URL of an .onnx graph, got ${JSON.stringify(model)}`);
+  const okNumber = Number.isInteger(instruments) && instruments >= 1 && instruments <= maxInstruments;
+  if (!(instruments === 'auto' || instruments === null || okNumber)) {
+    throw new Error(`instruments must be a whole number from 1 to ${maxInstruments} or 'auto', got ${JSON.stringify(instruments)}`);
+  }
+  if (model === 'basicamt' && Number.isInteger(instruments) && instruments > 1) {
+    throw new Error(`basicamt has no timbre embedding: it cannot separate ${instruments} instruments (use the septimbre model)`);
   }
 }
 
 export async function createTranscriber({ baseUrl, onProgress, threads, workerUrl } = {}) {
-  const base = new URL(baseUrl || '.', self.location.href).href;
-  const worker = new Worker(workerUrl || new URL('worker.js', base).href);
+  const base = new URL(baseUrl || '.', import.meta.url).href;
+  const K = await loadConstants(base);
+  let worker = null;
+  let info = null;
+  let failed = null;
+  let ready = null;
   const pending = new Map();
   let nextId = 1;
-  let failed = null;
-  const ready = new Promise((resolve, reject) => {
-    worker.onmessage = (event) => {
-      const msg = event.data;
-      if (msg.type === 'ready') { resolve(msg); return; }
-      if (msg.type === 'progress') { if (onProgress) onProgress(msg); return; }
-      const job = pending.get(msg.id);
-      if (msg.type === 'error' && !job) { failed = new Error(msg.message); reject(failed); return; }
-      if (!job) return;
-      pending.delete(msg.id);
-      if (msg.type === 'error') job.reject(new Error(msg.message));
-      else job.resolve(msg);
-    };
-    worker.onerror = (event) => {
-      failed = new Error(`timbreamt worker failed: ${event.message || 'unknown error'}`);
-      reject(failed);
-      for (const job of pending.values()) job.reject(failed);
-      pending.clear();
-    };
-  });
-  worker.postMessage({ type: 'init', baseUrl: base, threads });
-  const info = await ready;
 
-  async function run(samples, sampleRate, opts = {}) {
+  function rejectAll(error) {
+    for (const job of pending.values()) job.reject(error);
+    pending.clear();
+  }
+
+  function start() {
+    failed = null;
+    worker = new Worker(workerUrl || new URL('worker.js', base).href);
+    ready = new Promise((resolve, reject) => {
+      worker.onmessage = (event) => {
+        const msg = event.data;
+        if (msg.type === 'ready') { info = msg; resolve(msg); return; }
+        if (msg.type === 'progress') { if (onProgress) onProgress(msg); return; }
+        const job = pending.get(msg.id);
+        if (msg.type === 'error' && !job) { failed = new Error(msg.message); reject(failed); return; }
+        if (!job) return;
+        pending.delete(msg.id);
+        if (msg.type === 'error') job.reject(new Error(msg.message));
+        else job.resolve(msg);
+      };
+      worker.onerror = (event) => {
+        event.preventDefault();
+        failed = new Error(`the timbreamt engine stopped: ${event.message || 'unknown error'}`);
+        reject(failed);
+        rejectAll(failed);
+      };
+    });
+    worker.postMessage({ type: 'init', baseUrl: base, threads });
+    return ready;
+  }
+
+  async function call(message, transfer = []) {
+    await ready;
     if (failed) throw failed;
-    if (!(samples instanceof Float32Array)) throw new TypeError('samples must be a Float32Array (mono)');
-    if (!(sampleRate > 0)) throw new TypeError('sampleRate must be a positive number');
-    const input = await resampleTo44100(samples, sampleRate);
-    const copy = input === samples ? samples.slice() : input;   // never detach the caller's array
     const id = nextId++;
     return new Promise((resolve, reject) => {
       pending.set(id, { resolve, reject });
-      worker.postMessage({
-        type: 'transcribe', id, samples: copy, sampleRate, model: opts.model || 'septimbre',
-        instruments: opts.instruments === undefined ? 'auto' : opts.instruments,
-        options: opts.options, returnMaps: !!opts.returnMaps,
-      }, [copy.buffer]);
+      worker.postMessage({ ...message, id }, transfer);
     });
   }
 
+  function run(samples, sampleRate, opts = {}) {
+    if (!(samples instanceof Float32Array)) throw new TypeError('samples must be a Float32Array (mono)');
+    if (!Number.isInteger(sampleRate) || sampleRate < 1000 || sampleRate > 768000) {
+      throw new TypeError(`sampleRate must be a whole number of Hz between 1000 and 768000, got ${sampleRate}`);
+    }
+    checkOptions(opts, K.MAX_INSTRUMENTS);
+    const copy = samples.slice();   // never detach the caller's array
+    return call(jobMessage(opts, { samples: copy, sampleRate }), [copy.buffer]);
+  }
+
+  function jobMessage(opts, audio) {
+    return { type: 'transcribe', ...audio, model: opts.model || 'septimbre',
+             instruments: opts.instruments === undefined ? 'auto' : opts.instruments,
+             options: opts.options, returnMaps: !!opts.returnMaps, keepEmbeddings: !!opts.keepEmbeddings };
+  }
+
+  await start();
+
   return {
-    info,
+    get info() { return info; },
+    constants: K,
     /* -> the CLI's JSON object */
     async transcribe(samples, sampleRate, opts) { return (await run(samples, sampleRate, opts)).transcription; },
-    /* -> {transcription, warnings, midi (ArrayBuffer), timings, windowed, maps?} */
+    /* -> {transcription, warnings, autoInstruments, regroupable, midi (ArrayBuffer), timings, windowed, maps?} */
     async transcribeDetailed(samples, sampleRate, opts) { return run(samples, sampleRate, opts); },
+    /* A File/Blob: a WAV is streamed to the worker piece by piece (an hour never sits in memory);
+     * other formats are decoded here first. Same reply as transcribeDetailed. */
+    async transcribeFile(file, opts = {}) {
+      checkOptions(opts, K.MAX_INSTRUMENTS);
+      if (await wav.blobLayout(file)) return call(jobMessage(opts, { file }));
+      const audio = await decodeAudio(await file.arrayBuffer());
+      return call(jobMessage(opts, { samples: audio.samples, sampleRate: audio.sampleRate }), [audio.samples.buffer]);
+    },
+    /* The last transcription's notes in another number of instruments (or 'auto'), without the model. */
+    async regroup(instruments) {
+      checkOptions({ instruments }, K.MAX_INSTRUMENTS);
+      return call({ type: 'regroup', instruments });
+    },
+    /* {midi: ArrayBuffer, csv: string} of a transcription object (renamed tracks kept), with a GM
+     * program per track for the MIDI file. */
+    async exportFiles(transcription, programs) { return call({ type: 'export', transcription, programs }); },
+    /* Stop whatever runs now: the worker is ended and a new one started (the engine loads again);
+     * pending calls reject with 'cancelled'. Resolves when the new engine is ready. */
+    async cancel() {
+      worker.terminate();
+      rejectAll(new Error('cancelled'));
+      return start();
+    },
     dispose() {
       worker.terminate();
-      for (const job of pending.values()) job.reject(new Error('transcriber disposed'));
-      pending.clear();
+      rejectAll(new Error('transcriber disposed'));
       failed = new Error('transcriber disposed');
     },
   };

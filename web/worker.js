@@ -1,47 +1,64 @@
 /* timbreamt worker (classic Web Worker, so noteDigger-style hosts can use it too).
  *
- * Loads onnxruntime-web and Pyodide (+ numpy + our wheel) once, then for each job: runs the ONNX
- * graph window by window (the plan and the stitching come from timbreamt.core in Pyodide, the same
- * code as the CLI), decodes notes and clusters them in Pyodide, and replies with the CLI's JSON.
+ * Loads onnxruntime-web and Pyodide (+ numpy + our core wheel) once, then runs jobs one at a time:
+ * reads the audio piece by piece (a WAV file straight from its Blob, or samples the page decoded),
+ * resamples it to the graph's rate with timbreamt.core.resample (the CLI's resampler), runs the ONNX
+ * graph window by window as the samples arrive (the plan and the stitching come from timbreamt.core in
+ * Pyodide, the same code as the CLI), decodes notes and clusters them in Pyodide, and replies with the
+ * CLI's JSON. The last Septimbre job stays in memory, so {type:'regroup'} splits its notes into another
+ * number of instruments without running the model again.
  *
  * Messages in:  {type:'init', baseUrl, threads?}
- *               {type:'transcribe', id, samples: Float32Array (mono, 44.1 kHz), sampleRate (original),
- *                model: 'basicamt'|'septimbre'|URL, instruments: 'auto'|N, options?, returnMaps?}
- * Messages out: {type:'ready', threads, crossOriginIsolated}
- *               {type:'progress', id, stage, done, total}
- *               {type:'result', id, transcription, warnings, midi: ArrayBuffer, maps?, timings,
- *                windowed (true: the convolutions ran on each window's core only)}
- *               {type:'error', id, message}
+ *               {type:'transcribe', id, model: 'basicamt'|'septimbre'|URL, instruments: 'auto'|N,
+ *                 and either file: Blob (a WAV, streamed) or samples: Float32Array (mono) + sampleRate,
+ *                 options?: {onsetThreshold, frameThreshold, minNoteFrames, melodia, coreFrames}, returnMaps?}
+ *               {type:'regroup', id, instruments}      (the last job's notes, another number of instruments)
+ *               {type:'export', id, transcription, programs?}   (MIDI bytes and CSV of a shown result)
+ * Messages out: {type:'ready', threads, crossOriginIsolated, constants}
+ *               {type:'progress', id, stage: 'model'|'inference'|'notes'|'clustering', done, total}
+ *               {type:'result', id, transcription, warnings, autoInstruments, regroupable, midi: ArrayBuffer,
+ *                maps?, timings, windowed (true: the convolutions ran on each window's core only)}
+ *               {type:'exported', id, midi: ArrayBuffer, csv}
+ *               {type:'error', id, message}   (one line; Python tracebacks go to the console)
  */
 'use strict';
 
-// The system's numbers, read from timbreamt.core.constants in Pyodide at init (defined once, in Python)
+// The system's numbers, read from timbreamt.core in Pyodide at init (defined once, in Python)
 let K = null;
 let baseUrl = '';
 let pyodide = null;
 let readyPromise = null;
+let lastJob = null;            // {job (PyProxy BrowserJob), model, midi} of the last finished transcription
 const sessions = new Map();
+const READ_SECONDS = 10;       // seconds of audio read and resampled per piece
 
 function post(msg, transfer) { self.postMessage(msg, transfer || []); }
 
 async function init(base, threads) {
   baseUrl = base.endsWith('/') ? base : base + '/';
   if (typeof WebAssembly !== 'object') throw new Error('this browser has no WebAssembly: timbreamt cannot run here');
-  importScripts(baseUrl + 'ort/ort.wasm.min.js');
+  importScripts(baseUrl + 'ort/ort.wasm.min.js', baseUrl + 'wav.js');
   ort.env.wasm.wasmPaths = baseUrl + 'ort/';
   // Threads need cross-origin isolation (COOP/COEP); without it onnxruntime-web runs on one thread.
   const wanted = threads || Math.min(2, self.navigator.hardwareConcurrency || 1);
   ort.env.wasm.numThreads = self.crossOriginIsolated ? wanted : 1;
   importScripts(baseUrl + 'pyodide/pyodide.js');
   pyodide = await loadPyodide({ indexURL: baseUrl + 'pyodide/' });
-  await pyodide.loadPackage('numpy');
+  await pyodide.loadPackage('numpy', { messageCallback: () => {} });
   const wheels = await (await fetch(baseUrl + 'wheels/index.json')).json();
-  await pyodide.loadPackage(baseUrl + 'wheels/' + wheels.timbreamt);
+  await pyodide.loadPackage(baseUrl + 'wheels/' + wheels.timbreamt, { messageCallback: () => {} });
   pyodide.runPython('import timbreamt.core.browser_job');
-  const consts = pyodide.runPython('timbreamt.core.browser_job.browser_constants()');
-  K = consts.toJs({ dict_converter: Object.fromEntries });
-  consts.destroy();
-  return { threads: ort.env.wasm.numThreads, crossOriginIsolated: !!self.crossOriginIsolated };
+  K = py('timbreamt.core.browser_job.browser_constants()');
+  return { threads: ort.env.wasm.numThreads, crossOriginIsolated: !!self.crossOriginIsolated, constants: K };
+}
+
+/* Run Python, return a plain JS value (dicts as objects), free the proxy. */
+function py(code) {
+  const value = pyodide.runPython(code);
+  if (!value || typeof value.toJs !== 'function') return value;
+  const out = value.toJs({ dict_converter: Object.fromEntries });
+  value.destroy();
+  return out;
 }
 
 /* A named model ('basicamt') loads models/<name>.windowed.onnx when the bundle has it: the same graph
@@ -49,22 +66,26 @@ async function init(base, threads) {
  * convolutions skip the context; else models/<name>.onnx. A URL loads as given. */
 const modelUrls = new Map();   // model name or URL -> the URL loaded for it
 
-async function getSession(model) {
+async function getSession(model, progress) {
   let url = modelUrls.get(model);
   let resp = null;
   if (!url) {
+    if (typeof model !== 'string' || !model) throw new Error(`model must be 'basicamt', 'septimbre' or a URL of an .onnx graph, got ${JSON.stringify(model)}`);
     if (/\.onnx$/.test(model)) {
       url = new URL(model, baseUrl).href;
-    } else {
+    } else if (/^[a-z0-9_-]+$/i.test(model)) {
       url = baseUrl + 'models/' + model + '.windowed.onnx';
       resp = await fetch(url);
       if (!resp.ok) { url = baseUrl + 'models/' + model + '.onnx'; resp = null; }
+    } else {
+      throw new Error(`model must be 'basicamt', 'septimbre' or a URL of an .onnx graph, got ${JSON.stringify(model)}`);
     }
     modelUrls.set(model, url);
   }
   if (!sessions.has(url)) {
+    progress('model', 0, 1);
     resp = resp || await fetch(url);
-    if (!resp.ok) throw new Error(`model not found: ${url} (HTTP ${resp.status})`);
+    if (!resp.ok) { modelUrls.delete(model); throw new Error(`model not found: ${url.replace(baseUrl, '')} (HTTP ${resp.status})`); }
     const bytes = new Uint8Array(await resp.arrayBuffer());
     let session;
     try {
@@ -73,63 +94,150 @@ async function getSession(model) {
       session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'], graphOptimizationLevel: 'all',
                                                            logSeverityLevel: 3 });
     } catch (e) {
-      throw new Error(`cannot load model ${url}: ${e.message || e}`);
+      throw new Error(`cannot load model ${url.replace(baseUrl, '')}: ${e.message || e}`);
     }
     if (session.inputNames[0] !== 'audio' || session.outputNames[0] !== 'onset' || session.outputNames[1] !== 'frame') {
-      throw new Error(`${url} does not follow the timbreamt ONNX contract`);
+      throw new Error(`${url.replace(baseUrl, '')} does not follow the timbreamt ONNX contract`);
     }
-    const meta = await readMetadata(bytes);
-    sessions.set(url, { session, meta, canCrop: session.inputNames.includes('crop'),
+    const meta = readMetadata(bytes);
+    sessions.set(url, { session, meta, canCrop: session.inputNames.includes(K.CROP_INPUT),
                         name: meta.model || url.split('/').pop().replace(/(\.windowed)?\.onnx$/, '') });
+    progress('model', 1, 1);
   }
   return sessions.get(url);
 }
 
 /* The graph's metadata_props (decoding defaults) read with Python's protobuf-free parser. */
-async function readMetadata(bytes) {
+function readMetadata(bytes) {
   const fn = pyodide.runPython('from timbreamt.core.graph_metadata import read_metadata; read_metadata');
-  const meta = fn(bytes).toJs({ dict_converter: Object.fromEntries });
+  const result = fn(bytes);
+  const meta = result.toJs({ dict_converter: Object.fromEntries });
+  result.destroy();
   fn.destroy();
   return meta;
+}
+
+/* The audio of a job as {rate, frames, read(maxFrames) -> Float32Array mono | null}. */
+async function openSource(msg) {
+  if (msg.file) {
+    const reader = await timbreamtWav.blobReader(msg.file);
+    if (!reader) throw new Error('not a WAV file this reader knows (PCM 8/16/24/32-bit or float): decode it in the page first');
+    if (reader.layout.frames === 0) throw new Error('audio is empty (0 samples)');
+    return { rate: reader.layout.rate, frames: reader.layout.frames, read: (n) => reader.read(n) };
+  }
+  const { samples } = msg;
+  if (!(samples instanceof Float32Array)) throw new Error('samples must be a Float32Array (mono)');
+  if (samples.length === 0) throw new Error('audio is empty (0 samples)');
+  const rate = msg.sampleRate;
+  let next = 0;
+  return { rate, frames: samples.length, read: async (n) => {
+    if (next >= samples.length) return null;
+    const piece = samples.subarray(next, next + n);
+    next += piece.length;
+    return piece;
+  } };
+}
+
+function checkRate(rate) {
+  if (!Number.isInteger(rate) || rate < 1000 || rate > 768000) {
+    throw new Error(`sample rate must be a whole number of Hz between 1000 and 768000, got ${rate}`);
+  }
+}
+
+/* numpy float32 array (PyProxy) -> Float32Array copy; frees the proxy. */
+function toFloat32(proxy) {
+  const buf = proxy.getBuffer('f32');
+  const out = buf.data.slice();
+  buf.release();
+  proxy.destroy();
+  return out;
+}
+
+/* The graph-rate stream: pulls pieces from the source, resamples them (Python, timbreamt.core.resample)
+ * and keeps only the samples the next windows need. */
+function graphStream(source) {
+  const resampler = source.rate === K.GRAPH_SAMPLE_RATE ? null
+    : pyodide.runPython('timbreamt.core.browser_job.BrowserResampler')(source.rate);
+  let buf = new Float32Array(0);
+  let bufStart = 0;              // graph-rate index of buf[0]
+  let read = 0;                  // source frames read
+  let done = false;
+  const append = (piece) => {
+    if (!piece.length) return;
+    const grown = new Float32Array(buf.length + piece.length);
+    grown.set(buf);
+    grown.set(piece, buf.length);
+    buf = grown;
+  };
+  return {
+    /* samples [start, end) at the graph's rate */
+    async window(start, end) {
+      while (bufStart + buf.length < end && !done) {
+        const piece = await source.read(Math.ceil(READ_SECONDS * source.rate));
+        if (piece === null) {
+          done = true;
+          if (resampler) append(toFloat32(resampler.flush()));
+          break;
+        }
+        for (let i = 0; i < piece.length; i += 1) {
+          if (!Number.isFinite(piece[i])) throw new Error(`audio contains NaN or infinite samples at ${((read + i) / source.rate).toFixed(2)} s`);
+        }
+        read += piece.length;
+        append(resampler ? toFloat32(resampler.process(piece)) : piece);
+      }
+      if (bufStart + buf.length < end) throw new Error(`the audio ended early: ${(read / source.rate).toFixed(1)} s read`);
+      return buf.subarray(start - bufStart, end - bufStart);
+    },
+    /* forget samples before `start` */
+    drop(start) {
+      if (start > bufStart) { buf = buf.slice(Math.min(buf.length, start - bufStart)); bufStart = start; }
+    },
+    close() { if (resampler) resampler.destroy(); },
+  };
 }
 
 /* Run one job; returns the 'result' reply. onProgress(stage, done, total) is optional. */
 async function runJob(msg, onProgress) {
   const t0 = performance.now();
   const progress = onProgress || (() => {});
-  const { samples } = msg;
-  if (!(samples instanceof Float32Array)) throw new Error('samples must be a Float32Array');
-  if (samples.length === 0) throw new Error('audio is empty (0 samples)');
-  for (let i = 0; i < samples.length; i += 1) {
-    if (!Number.isFinite(samples[i])) throw new Error(`audio contains NaN or infinite samples at ${(i / K.GRAPH_SAMPLE_RATE).toFixed(2)} s`);
-  }
-  const { session, meta, name, canCrop } = await getSession(msg.model || 'septimbre');
+  const source = await openSource(msg);
+  checkRate(source.rate);
+  const { session, meta, name, canCrop } = await getSession(msg.model || 'septimbre', progress);
   const hasEmbedding = session.outputNames.includes('embedding');
   const opts = msg.options || {};
   // decoding defaults (the graph's metadata) and the instruments check: timbreamt.core.contract, as in the CLI
+  const nGraph = py(`timbreamt.core.browser_job.graph_samples(${source.frames}, ${source.rate})`);
   const Job = pyodide.runPython('timbreamt.core.browser_job.BrowserJob');
   const instruments = msg.instruments === undefined ? 'auto' : msg.instruments;
   const metaProxy = pyodide.toPy(meta);
   let job;
   try {
-    job = Job.callKwargs(samples.length, name, hasEmbedding, instruments, msg.sampleRate || K.GRAPH_SAMPLE_RATE, {
+    job = Job.callKwargs(nGraph, name, hasEmbedding, instruments, source.rate, {
       metadata: metaProxy, onset_threshold: opts.onsetThreshold ?? null, frame_threshold: opts.frameThreshold ?? null,
       min_note_frames: opts.minNoteFrames ?? null, melodia: opts.melodia ?? null, can_crop: canCrop,
+      keep_embeddings: !!msg.keepEmbeddings,
       ...(opts.coreFrames ? { core_frames: opts.coreFrames } : {}),
     });
   } finally {
     metaProxy.destroy();
+    Job.destroy();
   }
-  Job.destroy();
-  const windows = job.window_list().toJs();
+  const windowsProxy = job.window_list();
+  const windows = windowsProxy.toJs();
+  windowsProxy.destroy();
+  const stream = graphStream(source);
   const maps = msg.returnMaps ? { onset: [], frame: [], embedding: [] } : null;
-  const timings = { inference: 0, postprocess: 0 };
+  const timings = { inference: 0, postprocess: 0, reading: 0 };
+  let kept = false;
   try {
     for (let i = 0; i < windows.length; i += 1) {
       const [inStart, inEnd, coreStart, coreEnd, cropStart, cropEnd] = windows[i];
       progress('inference', i, windows.length);
+      const tRead = performance.now();
+      const samples = await stream.window(inStart, inEnd);
+      timings.reading += performance.now() - tRead;
       const tIn = performance.now();
-      const input = new ort.Tensor('float32', samples.subarray(inStart, inEnd), [1, 1, inEnd - inStart]);
+      const input = new ort.Tensor('float32', samples, [1, 1, inEnd - inStart]);
       const feeds = { audio: input };
       if (canCrop) feeds[K.CROP_INPUT] = new ort.Tensor('int64', BigInt64Array.from([BigInt(cropStart), BigInt(cropEnd)]), [2]);
       const out = await session.run(feeds);
@@ -147,25 +255,72 @@ async function runJob(msg, onProgress) {
         if (hasEmbedding) maps.embedding.push(sliceMap(out.embedding.data, frames, lo, hi, K.EMBEDDING_DIM * K.N_PITCHES));
       }
       for (const t of Object.values(out)) if (t.dispose) t.dispose();
+      if (i + 1 < windows.length) stream.drop(windows[i + 1][0]);
     }
-    progress(job.instruments != null ? 'notes+clustering' : 'notes', windows.length, windows.length);
+    progress(job.instruments != null ? 'clustering' : 'notes', windows.length, windows.length);
     const tPost = performance.now();
     const result = JSON.parse(job.finish());
-    const midiProxy = job.midi();
-    const midi = midiProxy.toJs().slice().buffer;
-    midiProxy.destroy();
+    const midi = midiOf(job);
     timings.postprocess += performance.now() - tPost;
     timings.total = performance.now() - t0;
-    const warnings = result.warnings || [];
-    delete result.warnings;
-    const reply = { type: 'result', id: msg.id, transcription: result, warnings, midi, timings, windowed: canCrop };
+    const reply = resultReply(msg.id, result, midi);
+    Object.assign(reply, { timings, windowed: canCrop, sampleRate: source.rate });
     if (maps) {
       reply.maps = { onset: concatMaps(maps.onset, K.N_PITCHES), frame: concatMaps(maps.frame, K.N_PITCHES) };
       if (hasEmbedding) reply.maps.embedding = concatMaps(maps.embedding, K.EMBEDDING_DIM * K.N_PITCHES);
     }
+    if (msg.keep !== false) {
+      if (lastJob) lastJob.job.destroy();
+      lastJob = { job };
+      kept = true;
+    }
     return reply;
   } finally {
-    job.destroy();
+    stream.close();
+    if (!kept) job.destroy();
+  }
+}
+
+function midiOf(job) {
+  const proxy = job.midi();
+  const midi = proxy.toJs().slice().buffer;
+  proxy.destroy();
+  return midi;
+}
+
+function resultReply(id, result, midi) {
+  const { warnings = [], auto_instruments: autoInstruments = null, regroupable = false } = result;
+  delete result.warnings;
+  delete result.auto_instruments;
+  delete result.regroupable;
+  return { type: 'result', id, transcription: result, warnings, autoInstruments, regroupable, midi };
+}
+
+/* The last job's notes in another number of instruments (no model run). */
+function regroup(msg) {
+  if (!lastJob) throw new Error('nothing to regroup: transcribe a file first');
+  const t0 = performance.now();
+  const text = lastJob.job.regroup(msg.instruments === undefined ? 'auto' : msg.instruments);
+  const reply = resultReply(msg.id, JSON.parse(text), midiOf(lastJob.job));
+  reply.timings = { total: performance.now() - t0 };
+  return reply;
+}
+
+/* MIDI bytes and CSV of a result as the page shows it (renamed tracks, GM programs). */
+function exportFiles(msg) {
+  const fn = pyodide.runPython('timbreamt.core.browser_job.export_files');
+  const programs = msg.programs ? pyodide.toPy(msg.programs) : null;
+  try {
+    const out = fn(JSON.stringify(msg.transcription), programs);
+    const midiProxy = out.get('midi');
+    const midi = midiProxy.toJs().slice().buffer;
+    midiProxy.destroy();
+    const csv = out.get('csv');
+    out.destroy();
+    return { type: 'exported', id: msg.id, midi, csv };
+  } finally {
+    fn.destroy();
+    if (programs) programs.destroy();
   }
 }
 
@@ -192,21 +347,42 @@ function concatMaps(parts, rows) {
   return { rows, frames: total, data: Array.from(out) };
 }
 
-self.onmessage = async (event) => {
+/* One human line for any error: a Python exception's own message (its traceback goes to the
+ * console), out-of-memory said as such. */
+function humanMessage(e) {
+  let text = String((e && e.message) || e);
+  if (e && (e.type || /Traceback \(most recent call last\)/.test(text))) {
+    console.error(text);
+    const lines = text.trim().split('\n').filter((l) => l.trim());
+    text = lines[lines.length - 1].replace(/^[\w.]*(Error|Exception|Warning)\s*:\s*/, '');
+  }
+  if (/memory|Out of bounds|allocat|bad_alloc|too large/i.test(text)) {
+    return `out of memory: ${text} (try a shorter file or close other tabs)`;
+  }
+  return text.split('\n')[0];
+}
+
+/* Jobs run one at a time, in the order they arrive (a second transcription waits for the first). */
+let queue = Promise.resolve();
+self.onmessage = (event) => {
   const msg = event.data || {};
+  queue = queue.then(() => handle(msg));
+};
+
+async function handle(msg) {
   try {
     if (msg.type === 'init') {
       readyPromise = readyPromise || init(msg.baseUrl, msg.threads);
       post({ type: 'ready', ...(await readyPromise) });
-    } else if (msg.type === 'transcribe') {
-      if (!readyPromise) throw new Error('worker not initialised: send {type:"init"} first');
-      await readyPromise;
-      await transcribe(msg);
+      return;
     }
+    if (!readyPromise) throw new Error('worker not initialised: send {type:"init"} first');
+    await readyPromise;
+    if (msg.type === 'transcribe') await transcribe(msg);
+    else if (msg.type === 'regroup') { const r = regroup(msg); post(r, [r.midi]); }
+    else if (msg.type === 'export') { const r = exportFiles(msg); post(r, [r.midi]); }
+    else throw new Error(`unknown message type ${JSON.stringify(msg.type)}`);
   } catch (e) {
-    const text = String((e && e.message) || e);
-    const message = /memory|Out of bounds|allocat|bad_alloc|too large/i.test(text)
-      ? `out of memory: ${text} (try a shorter file or close other tabs)` : text;
-    post({ type: 'error', id: msg.id, message });
+    post({ type: 'error', id: msg.id, message: humanMessage(e) });
   }
-};
+}

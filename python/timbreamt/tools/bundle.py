@@ -156,6 +156,19 @@ def write_windowed_variant(path: Path) -> Path | None:
     return target
 
 
+def example_instruments(audio: Path) -> int | None:
+    """How many instruments play in an example, from the MIDI file next to it (same name, .mid):
+    its tracks that hold notes. The page preselects that number, so a first run shows the
+    separation. None without such a file."""
+    midi = audio.with_suffix(".mid")
+    if not midi.is_file():
+        return None
+    import mido
+
+    tracks = mido.MidiFile(str(midi)).tracks
+    return sum(1 for t in tracks if any(m.type == "note_on" and m.velocity > 0 for m in t)) or None
+
+
 def bundle(out: str | Path, examples: list[Path] | None = None) -> dict[str, int]:
     """Assemble the bundle into ``out`` (replaced); returns sizes in bytes by part."""
     out = Path(out)
@@ -176,13 +189,18 @@ def bundle(out: str | Path, examples: list[Path] | None = None) -> dict[str, int
     # the numbers the page's main thread needs (the worker reads the same from Python)
     (out / "constants.json").write_text(json.dumps(browser_constants(), indent=1))
     (out / "wheels" / "index.json").write_text(json.dumps({"timbreamt": wheel.name}))
-    names = []
+    listed = []
     for ex in examples or []:
-        if ex.is_file():
-            _copy(ex, out / "examples" / ex.name)
-            names.append(ex.name)
+        if not ex.is_file():
+            raise BundleError(f"example {ex}: no such file")
+        _copy(ex, out / "examples" / ex.name)
+        entry = {"name": ex.name}
+        n = example_instruments(ex)
+        if n:
+            entry["instruments"] = n
+        listed.append(entry)
     (out / "examples").mkdir(exist_ok=True)
-    (out / "examples" / "index.json").write_text(json.dumps(names))
+    (out / "examples" / "index.json").write_text(json.dumps(listed))
     sizes: dict[str, int] = {}
     for f in out.rglob("*"):
         if f.is_file():
