@@ -37,6 +37,7 @@ STAGING_NAME = ".timbreamt-staging"
 DEFAULT_IN_FLIGHT = 2            # files queued per worker: one running, one ready to start when it ends
 DEFAULT_RETRIES = 2              # re-runs of a file whose worker died (not of a file that fails to decode)
 DEFAULT_THREADS = 1              # onnxruntime threads (= Ray CPUs) per worker: more workers beat more threads
+CONNECT_TIMEOUT = 5.0            # seconds to wait for a cluster's address to answer before giving up
 ERROR_CHARS = 300                # a manifest error is one line, at most this long
 MIB = 1024 * 1024
 
@@ -309,6 +310,18 @@ def _finish_done(p: Planned, reply: dict, out_dir: Path, staging: Path, log: Res
 # ------------------------------------------------------------------------------------------------
 # Ray
 
+def _check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """A HOST:PORT that nothing listens on: fail in seconds (Ray itself retries for minutes)."""
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise BatchError(f"cannot reach the Ray cluster at {address}: {one_line(exc)}") from None
+
+
 def _start_ray(address: str | None, num_cpus: int | None):
     """Connect to a cluster, or start Ray in this process. Returns the ray module."""
     import logging
@@ -319,6 +332,8 @@ def _start_ray(address: str | None, num_cpus: int | None):
     except ImportError:
         raise BatchError("batch needs Ray: pip install 'timbreamt[cluster]' (ray[data]==2.60.0)") from None
     kwargs = dict(logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
+    if address:
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, **kwargs)
