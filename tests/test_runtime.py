@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import struct
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -379,35 +378,6 @@ def test_failed_write_leaves_nothing(tmp_path, reference_dir, sept):
         write_outputs(result, output_paths("three_mix.wav", target, ["midi", "json"]), overwrite=True)
     leftovers = [p.name for p in target.iterdir() if p.name.endswith(".part")]
     assert leftovers == []
-
-
-def test_windowed_variant_requires_crop(shipped_models, tmp_path):
-    """The bundle's windowed graph: the same graph with `crop` required (what onnxruntime-web can
-    feed); the byte surgery keeps everything else, metadata included."""
-    import onnxruntime as ort
-
-    from timbreamt.core.graph_metadata import read_metadata, without_initializer
-    from timbreamt.tools.bundle import write_windowed_variant
-
-    src = tmp_path / "septimbre.onnx"
-    shutil.copy(shipped_models / "septimbre.onnx", src)
-    out = write_windowed_variant(src)
-    assert out == tmp_path / "septimbre.windowed.onnx"
-    assert read_metadata(out.read_bytes()) == read_metadata(src.read_bytes())
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    plain = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-    windowed = ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
-    assert [i.name for i in windowed.get_inputs()] == ["audio", "crop"]
-    audio = np.tile(melody(), 2)[None, None]
-    crop = np.array([8, 12], np.int64)
-    for a, b in zip(plain.run(None, {"audio": audio, "crop": crop}), windowed.run(None, {"audio": audio, "crop": crop})):
-        assert np.array_equal(a, b)
-    with pytest.raises(ValueError, match="no initializer 'crop'"):
-        without_initializer(out.read_bytes(), "crop")
-    ref = tmp_path / "ref.onnx"
-    shutil.copy(REFERENCE_MODELS / "basicamt_44100.onnx", ref)
-    assert write_windowed_variant(ref) is None
 
 
 def test_browser_job_with_cropped_windows_decodes_the_same():

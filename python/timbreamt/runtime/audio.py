@@ -23,6 +23,11 @@ MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 768000
 MAX_CHANNELS = 1024            # libsndfile's own limit; an array with more is a mistake
 BLOCK_SECONDS = 10.0
+# |sample| above this is no audio scaled to [-1, 1] (float files may exceed 1 a little); the shipped
+# graphs stay finite up to 1e15 (measured), and overflow float32 energies beyond
+MAX_SAMPLE_MAGNITUDE = 1e6
+# samples (frames x channels) read at once, at most: a header's channel count cannot size a huge buffer
+MAX_BLOCK_SAMPLES = 1 << 22
 # libsndfile's "length unknown" (streamed FLAC/OGG without a sample count): at or above this, a
 # header's length is no length at all
 UNKNOWN_FRAMES = 1 << 62
@@ -205,7 +210,7 @@ class AudioStream:
         self.channels = self._file.channels
         frames = declared if declared is not None else self._file.frames
         self.header_frames: int | None = frames if 0 < frames < UNKNOWN_FRAMES else None
-        self.block = max(1024, int(block_seconds * self.sample_rate))
+        self.block = max(1, min(max(1024, int(block_seconds * self.sample_rate)), MAX_BLOCK_SAMPLES // self.channels))
         self.samples_read = 0
         self.warnings: list[str] = []
         self._used = False
@@ -311,11 +316,17 @@ def mixdown(data: np.ndarray) -> np.ndarray:
 
 
 def check_finite(samples: np.ndarray, what: str, offset_seconds: float = 0.0, sample_rate: int | None = None) -> None:
+    """AudioError when samples are NaN or infinite, or so large (beyond MAX_SAMPLE_MAGNITUDE) that they
+    cannot be audio scaled to [-1, 1] (the graphs' energies would overflow float32 near 1e19)."""
     bad = ~np.isfinite(samples)
+    kind = "NaN or infinite samples"
+    if not bad.any():
+        bad = np.abs(samples) > MAX_SAMPLE_MAGNITUDE
+        kind = f"samples beyond +-{MAX_SAMPLE_MAGNITUDE:g} (audio is expected in [-1, 1])"
     if bad.any():
         first = int(np.argmax(bad))
         at = f" at {offset_seconds + first / sample_rate:.2f} s" if sample_rate else ""
-        raise AudioError(f"{what}: audio contains NaN or infinite samples{at}")
+        raise AudioError(f"{what}: audio contains {kind}{at}")
 
 
 def prepare_array(samples: np.ndarray, sample_rate: int, target_rate: int, warnings: list[str] | None = None) -> np.ndarray:
