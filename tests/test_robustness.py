@@ -170,6 +170,15 @@ def test_pipes_and_proc_files(basic, tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(AudioError, match="empty file"):
         basic.transcribe(empty)
+    leader, follower = os.openpty()           # /dev/stdin on a terminal would wait for typed audio
+    try:
+        with pytest.raises(AudioError, match="is a terminal"):
+            basic.transcribe(os.ttyname(follower))
+    finally:
+        os.close(leader)
+        os.close(follower)
+    with pytest.raises(OptionError, match="sr is for arrays"):
+        basic.transcribe(fifo, sr=SR)
 
 
 def test_cancelling_channels_warn(basic, tmp_path):
@@ -275,13 +284,27 @@ def test_same_stems_keep_their_folders_and_nothing_is_overwritten(tmp_path):
     assert [paths["midi"].name for _, paths in plan] == ["x.wav.mid", "x.flac.mid"]
 
 
-def test_outputs_are_a_set_with_umask_modes(basic, tmp_path):
+def test_outputs_are_a_set_with_umask_modes(basic, tmp_path, monkeypatch):
+    from timbreamt.runtime import outputs
+
     result = basic.transcribe(melody(0.5), sr=SR)
     target = tmp_path / "o"
     target.mkdir()
-    (target / "x.json").mkdir()                  # the JSON cannot be written: neither is the MIDI
-    with pytest.raises(OutputError):
+    (target / "x.json").mkdir()                  # refused before anything is written
+    with pytest.raises(OutputError, match="is a folder"):
         write_outputs(result, output_paths("x.wav", target, ["midi", "json"]), overwrite=True)
+    assert sorted(p.name for p in target.iterdir()) == ["x.json"]
+    # the disk fills after the MIDI is in place: the MIDI is removed again, no temporary file is left
+    real_link = os.link
+
+    def full_disk(src, dst, *a, **kw):
+        if str(dst).endswith(".csv"):
+            raise OSError(28, "No space left on device")
+        return real_link(src, dst, *a, **kw)
+    monkeypatch.setattr(outputs.os, "link", full_disk)
+    with pytest.raises(OutputError, match="z.csv: No space left"):
+        write_outputs(result, output_paths("z.wav", target, ["midi", "csv"]))
+    monkeypatch.undo()
     assert sorted(p.name for p in target.iterdir()) == ["x.json"]
     old = os.umask(0o027)
     try:
@@ -429,7 +452,10 @@ def test_jobs_match_one_job_and_isolate_a_crashing_file(tmp_path, three):
     one = {p.name: p.read_bytes() for p in (tmp_path / "one").iterdir()}
     two = {p.name: p.read_bytes() for p in (tmp_path / "two").iterdir()}
     assert len(one) == 9 and one == two
-    assert b"4 files: 3 ok, 1 failed" in r2.stdout and b"2 job(s) x 1 thread(s)" in r2.stdout
+    from timbreamt.runtime.jobs import threads_per_job
+
+    assert b"4 files: 3 ok, 1 failed" in r2.stdout
+    assert f"2 job(s) x {threads_per_job(2)} thread(s)".encode() in r2.stdout
     env = {**os.environ, "TIMBREAMT_TEST_CRASH_ON": "q.wav"}
     r = run_cli("transcribe", *three, "-o", tmp_path / "crash", "--model", "basicamt", "--jobs", "2", env=env)
     assert r.returncode == 2 and b"q.wav: the worker process died (signal 6)" in r.stderr

@@ -17,8 +17,9 @@ ARENA_SHRINKAGE = "memory.enable_memory_arena_shrinkage"     # onnxruntime run o
 
 def models_dir() -> Path:
     """Where the shipped models live: $TIMBREAMT_MODELS, else the package data ``timbreamt.models``
-    (the wheel ships export/models there; an editable install maps it to the checkout's export/models),
-    else the checkout's export/models (the package imported from python/ without an install)."""
+    (the wheel ships export/models there), else the checkout's export/models: the package imported from
+    python/, or an editable install (setuptools' editable finder cannot map a data-only subpackage
+    without an __init__.py to another folder, so there the checkout's path is the one that works)."""
     env = os.environ.get("TIMBREAMT_MODELS")
     if env:
         return Path(env)

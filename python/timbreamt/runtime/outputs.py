@@ -55,7 +55,7 @@ def plan_outputs(inputs: Sequence[str | Path], out_dir: str | Path,
     seen: dict[str, Path] = {}
     for item in inputs:
         p = Path(item)
-        key = os.path.realpath(p) if p.exists() and os.path.isfile(p) else os.path.abspath(p)
+        key = os.path.abspath(p)     # the same name spelled twice; a link under another name is its own input
         if key in seen:
             notes.append(f"{p} is given more than once: transcribed once")
             continue
@@ -145,9 +145,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_CLEANED: set[str] = set()      # folders already cleaned by this process (a batch writes many files into one)
+
+
 def clean_stale_temps(folder: Path) -> list[Path]:
     """Remove the temporary files of writers that no longer run (a killed run) from ``folder``;
     returns what was removed. Those of running processes are left alone."""
+    _CLEANED.add(os.path.abspath(folder))
     removed = []
     try:
         entries = list(os.scandir(folder))
@@ -241,6 +245,6 @@ def write_outputs(result: Transcription, paths: dict[str, Path], overwrite: bool
     check_writable(paths, overwrite)
     contents = render(result, list(paths))
     for folder in {p.parent for p in paths.values()}:
-        if folder.is_dir():
+        if os.path.abspath(folder) not in _CLEANED and folder.is_dir():
             clean_stale_temps(folder)
     return write_set({p: contents[f] for f, p in paths.items()}, overwrite)

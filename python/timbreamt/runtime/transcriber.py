@@ -22,7 +22,7 @@ from ..core.constants import CONTEXT_FRAMES, CORE_FRAMES, GRAPH_HOP, GRAPH_SAMPL
 from ..core.contract import DecodeOptions, decode_options, resolve_instruments
 from ..core.pipeline import MapAccumulator
 from ..core.windows import Window, check_window_sizes, n_frames, window_crop
-from ..core.errors import AudioError
+from ..core.errors import AudioError, OptionError
 from ..core.transcription import Transcription
 
 
@@ -121,6 +121,8 @@ class Transcriber:
         warnings: list[str] = []
         stream = None
         if isinstance(audio, (str, Path, bytes)) or hasattr(audio, "__fspath__"):
+            if sr is not None:
+                raise OptionError("sr is for arrays only: a file's sample rate is read from the file")
             stream = AudioStream(os.fsdecode(audio) if isinstance(audio, bytes) else audio, GRAPH_SAMPLE_RATE)
             sample_rate, blocks = stream.sample_rate, iter(stream)
             expected = stream.header_frames / stream.sample_rate if stream.header_frames else 0.0
