@@ -130,8 +130,11 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
                   disable=args.quiet or not sys.stderr.isatty(), bar_format="{desc} {bar} {n:.0f}%") as bar:
             yield lambda fraction: bar.update(fraction * 100 - bar.n)
 
+    if jobs > 1:
+        del transcriber               # loaded to check the model and its options; each worker loads its own
+        transcriber = None
     run_batch(tasks, args.model, options, overwrite=args.overwrite, jobs=jobs, threads=threads, on_result=report,
-              transcriber=transcriber if jobs <= 1 else None, progress_for=progress_bar)
+              transcriber=transcriber, progress_for=progress_bar)
     n = totals["ok"] + totals["failed"]
     if n > 1:
         wall = time.perf_counter() - t_start

@@ -80,7 +80,8 @@ def plan_outputs(inputs: Sequence[str | Path], out_dir: str | Path,
                 for p in same:
                     base[p] = base[p].with_name(p.name)
         shown = ", ".join(f"{p} -> {base[p]}{SUFFIX[formats[0]]}" for p in group)
-        notes.append(f"{len(group)} inputs share the name {group[0].stem!r}: their outputs keep their folders ({shown})")
+        notes.append(f"{len(group)} inputs share the name {group[0].stem!r}: their outputs keep their folders "
+                     f"relative to {common}, or their whole names ({shown})")
     used: set[str] = set()
     plan = []
     for p in unique:
