@@ -157,14 +157,57 @@ def test_eval_command_writes_table_chart_and_rows(tmp_path):
     import sys
 
     out = subprocess.run([sys.executable, "-m", "timbreamt", "eval", "--clips", "1", "--skip-references", "--quiet",
-                          "--set", str(tmp_path / "set"), "--out", str(tmp_path / "out")],
+                          "--set", str(tmp_path / "set"), "--ood-set", str(tmp_path / "ood"),
+                          "--out", str(tmp_path / "out")],
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     report = (tmp_path / "out" / "eval.md").read_text()
-    assert "| timbreamt septimbre |" in report and "| basic-pitch |" in report and "Targets:" in report
+    assert "| timbreamt septimbre |" in report and "| basic-pitch |" in report and "Targets (issue 18" in report
+    assert "## in-distribution" in report and "## out-of-distribution" in report and "gap (ID - OOD)" in report
     data = json.loads((tmp_path / "out" / "eval.json").read_text())
-    assert len(data["rows"]) == 5 * 7                     # one clip per category, seven systems
+    assert len(data["rows"]) == 2 * 5 * 7                 # two splits, one clip per category, seven systems
+    assert {r["split"] for r in data["rows"]} == {"in-distribution", "out-of-distribution"}
     assert {r["category"] for r in data["rows"]} == {"solo piano", "1 instrument", "2 instruments",
                                                     "3 instruments", "4 instruments"}
-    assert (tmp_path / "out" / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(list((tmp_path / "set").glob("clip_*.npz"))) == 5
+    for name in ("eval.png", "eval-ood.png"):
+        assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list((tmp_path / "set").glob("clip_*.npz"))) == 5 == len(list((tmp_path / "ood").glob("clip_*.npz")))
+    # one folder cannot hold both splits
+    out = subprocess.run([sys.executable, "-m", "timbreamt", "eval", "--clips", "1", "--skip-references", "--quiet",
+                          "--set", str(tmp_path / "set"), "--ood-set", str(tmp_path / "set"),
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "must be different folders" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_both_splits_are_summarised_with_their_gap_and_ood_targets():
+    from timbreamt.tools.evaluate import SPLITS, gap_markdown, ood_target_checks, split_summaries
+
+    def row(split, system, category, n, f1, multi, **extra):
+        return {"clip": "c", "split": split, "category": category, "instruments": n, "system": system,
+                "note_f1": f1, "note_f1_offsets": f1 / 2, "frame_f1": f1, "multi_f1": multi,
+                "assignment_accuracy": multi, "seconds": 0.3, **extra}
+    rows = []
+    for split, drop in zip(SPLITS, (0.0, 0.1)):           # every system 0.1 lower out of distribution
+        for system, f1, multi in [("basic-pitch", 0.7, 0.4), ("reference septimbre", 0.6, 0.5),
+                                  ("timbreamt basicamt", 0.8, 0.4), ("timbreamt notes + pitch k-means", 0.8, 0.5),
+                                  ("timbreamt septimbre", 0.8, 0.7)]:
+            auto = {"auto_n": 3, "auto_multi_f1": multi} if system == "timbreamt septimbre" else {}
+            solo_auto = {"auto_n": 1, "auto_multi_f1": f1} if auto else {}
+            rows += [row(split, system, "1 instrument", 1, f1 - drop, f1 - drop, **solo_auto),
+                     row(split, system, "3 instruments", 3, f1 - 0.2 - drop, multi - drop, **auto)]
+    summaries = split_summaries(rows)
+    assert list(summaries) == list(SPLITS)
+    ours_ood = next(s for s in summaries[SPLITS[1]] if s["system"] == "timbreamt basicamt")
+    assert ours_ood["note_f1_solo"] == pytest.approx(0.7) and ours_ood["note_f1_mixtures"] == pytest.approx(0.5)
+    table = gap_markdown(summaries)
+    assert "| timbreamt basicamt | 0.700 | 0.600 | +0.100 |" in table          # ID, OOD, gap of note F1
+    assert "| basic-pitch |" in table and table.count("\n") == 1 + 5
+    checks = {what: (value, ok) for what, value, _, ok in ood_target_checks(summaries)}
+    value, ok = checks["OOD note F1 - in-distribution note F1 >= -0.05"]
+    assert value == pytest.approx(-0.1) and not ok
+    assert checks["OOD note F1, solo >= basic-pitch + 0.05"][1]                 # 0.7 vs 0.6 + 0.05
+    assert checks["OOD auto N right >= 0.80"][1]                                # 3 of 3 and 1 of 1
+    assert checks["OOD multi-instrument F1 (N given) >= our notes + pitch k-means + 0.10"][0] == pytest.approx(0.6)
+    assert checks["OOD multi-instrument F1 (N given) >= our notes + pitch k-means + 0.10"][1]     # 0.6 vs 0.4 + 0.1
+    only_one = split_summaries([r for r in rows if r["split"] == SPLITS[0]])
+    assert gap_markdown(only_one) == "" and ood_target_checks(only_one) == []

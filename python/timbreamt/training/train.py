@@ -55,6 +55,9 @@ class TrainConfig:
     # the 3 x 3 time-first branch: no gain, see the model card)
     teacher: str = ""
     distill: float = 1.0
+    # 'basic': gain, tilt and white noise (v0.5.0's); 'full': then EQ, compression, band-limiting and
+    # coloured noise, each with probability 0.3 (training/augment.py)
+    augment: str = "basic"
 
     def note_shape(self) -> dict:
         """The note branch's shape asked for, as build_model's keywords."""
@@ -66,7 +69,7 @@ class ClipSampler:
     """Random training crops from a folder of clips (kept in memory as float16)."""
 
     def __init__(self, data_dir: str | Path, segment_seconds: float, rng: np.random.Generator,
-                 multi_part_only: bool = False, dynamic_mix: float = 0.0) -> None:
+                 multi_part_only: bool = False, dynamic_mix: float = 0.0, augment_mode: str = "basic") -> None:
         clips = [load_clip(p) for p in list_clips(data_dir)]
         self.clips = clips
         self.solo = [c for c in clips if len(c["programs"]) == 1] if dynamic_mix > 0 else []
@@ -78,6 +81,9 @@ class ClipSampler:
         if dynamic_mix > 0 and self.solo_programs < 2:
             raise DataError(f"dynamic mixing needs solo clips of at least two programs in {data_dir}")
         self.dynamic_mix = dynamic_mix
+        if augment_mode not in AUGMENT_MODES:
+            raise DataError(f"--augment must be one of {', '.join(AUGMENT_MODES)}, got {augment_mode!r}")
+        self.augment_mode = augment_mode
         self.segment = int(segment_seconds * C.SAMPLE_RATE) // C.HOP * C.HOP
         self.rng = rng
 
@@ -120,6 +126,10 @@ class ClipSampler:
             else:
                 seg, notes = self._crop(self.clips[int(self.rng.integers(len(self.clips)))])
             seg = augment(seg, self.rng, noise_prob)
+            if self.augment_mode == "full":
+                from .augment import random_chain
+
+                seg = random_chain(seg, self.rng, FULL_AUGMENT_PROB)
             n_frames = (self.segment - 1) // C.HOP + 1
             if self.rng.random() < 0.04:   # digital silence or faint noise: no notes
                 seg = (self.rng.standard_normal(len(seg)) * self.rng.choice([0.0, 1e-5, 1e-3])).astype(np.float32)
@@ -132,6 +142,10 @@ class ClipSampler:
         return {"audio": torch.from_numpy(np.stack(audios)), "frame": torch.from_numpy(np.stack(frames)),
                 "onset": torch.from_numpy(np.stack(onsets)),
                 "part": torch.from_numpy(np.stack(parts).astype(np.int64))}
+
+
+AUGMENT_MODES = ("basic", "full")
+FULL_AUGMENT_PROB = 0.3
 
 
 def augment(audio: np.ndarray, rng: np.random.Generator, noise_prob: float) -> np.ndarray:
@@ -277,7 +291,7 @@ def make_sampler(config: TrainConfig, data_dir: str | Path, rng: np.random.Gener
     """Training crops: Septimbre reads mixtures only (and may mix solo clips on the fly)."""
     septimbre = config.model == "septimbre"
     return ClipSampler(data_dir, config.segment_seconds, rng, multi_part_only=septimbre,
-                       dynamic_mix=config.dynamic_mix if septimbre else 0.0)
+                       dynamic_mix=config.dynamic_mix if septimbre else 0.0, augment_mode=config.augment)
 
 
 def _septimbre_from_notes(config: TrainConfig) -> torch.nn.Module:
