@@ -19,7 +19,7 @@ import numpy as np
 from .audio import AudioStream, prepare_array
 from .model import Model
 from ..core.constants import CONTEXT_FRAMES, CORE_FRAMES, GRAPH_HOP, GRAPH_SAMPLE_RATE
-from ..core.contract import DecodeOptions, decode_options, resolve_instruments
+from ..core.contract import DecodeOptions, check_options, decode_options, resolve_instruments
 from ..core.pipeline import MapAccumulator
 from ..core.windows import Window, check_window_sizes, n_frames, window_crop
 from ..core.errors import AudioError, OptionError
@@ -165,5 +165,7 @@ def transcribe(audio: str | Path | np.ndarray, sr: int | None = None, model: str
                frame_threshold: float | None = None, min_note_ms: float | None = None, threads: int = 2,
                melodia: bool | None = None) -> Transcription:
     """Transcribe audio (a path, or an array with its sample rate ``sr``) into a Transcription."""
+    # bounds first: a bad option is reported before the model is loaded
+    check_options(onset_threshold, frame_threshold, min_note_ms, instruments, threads)
     return Transcriber(model, threads).transcribe(audio, sr, instruments, onset_threshold, frame_threshold, min_note_ms,
                                                   melodia=melodia)
