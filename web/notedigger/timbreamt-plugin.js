@@ -88,7 +88,7 @@
         <div class="request-cover timbreamt-ask">
           <div class="card hvCenter"><label class="title">timbreamt: how many instruments?</label>
             <div class="layout layout-first"><span>Instruments (1-16):&nbsp;</span>
-              <input type="number" name="ui-ask" min="1" max="16" step="1" value="2"></div>
+              <input type="text" inputmode="numeric" name="ui-ask" value="2" size="4"></div>
             <div class="layout timbreamt-ask-error" style="color:#ff8080;min-height:1.2em"></div>
             <div class="layout"><button class="ui-cancel">Cancel</button><button class="ui-confirm">OK</button></div>
           </div>
@@ -162,6 +162,7 @@
       if (data.type !== 'job') return;
       try {
         const t = await transcriber();
+        window.timbreamtPlugin.hostedJobs += 1;
         const reply = await t.transcribeDetailed(data.samples, data.sampleRate, { model: data.model, instruments: data.instruments });
         bc.postMessage({ type: 'result', id: data.id, transcription: reply.transcription });
       } catch (e) {
@@ -170,7 +171,7 @@
     };
   }
 
-  window.timbreamtPlugin = { transcribe, askInstruments, base: BASE };
+  window.timbreamtPlugin = { transcribe, askInstruments, base: BASE, hostedJobs: 0 };
   hostEngine();
   // noteDigger runs window.plugins at start-up, then sets it to null: queue or run now.
   window.plugins = window.plugins || [];
