@@ -11,6 +11,7 @@ import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from hypothesis import HealthCheck, event, given, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -35,8 +37,12 @@ from timbreamt.runtime.transcriber import MAX_PREALLOCATED_FRAMES, Transcriber
 
 SR = 44100
 SECONDS = 2.0
-HYPOTHESIS = settings(max_examples=int(os.environ.get("TIMBREAMT_HYPOTHESIS_EXAMPLES", 30)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                          HealthCheck.too_slow])
+# modest and reproducible: no example database written into the checkout; more examples with
+# TIMBREAMT_HYPOTHESIS_EXAMPLES=400 when hunting
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "timbreamt-hypothesis"))   # its caches: not in the checkout
+HYPOTHESIS = settings(max_examples=int(os.environ.get("TIMBREAMT_HYPOTHESIS_EXAMPLES", 30)), deadline=None,
+                      database=None, derandomize=True,
+                      suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="module")
