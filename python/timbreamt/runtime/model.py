@@ -49,8 +49,8 @@ class Model:
         import onnxruntime as ort
 
         threads = check_count(threads, "threads", MAX_THREADS)
-        named = isinstance(model, str) and model in MODEL_NAMES
-        path = default_model_path(model) if named else Path(os.fsdecode(model))
+        named = os.fsdecode(model) in MODEL_NAMES
+        path = default_model_path(os.fsdecode(model)) if named else Path(os.fsdecode(model))
         if not path.is_file():
             hint = (" (the shipped graphs are missing: reinstall timbreamt, restore export/models in a checkout, "
                     "set $TIMBREAMT_MODELS, or pass --model PATH)") if named else ""
