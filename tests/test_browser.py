@@ -85,8 +85,9 @@ def tiled_wav(path: Path, minutes: float, sr: int = 44100) -> Path:
 
 
 class RendererMemory:
-    """Peak resident memory of Chromium's renderer processes (the tab, its workers and their
-    WebAssembly heaps live there), sampled every 0.2 s from /proc."""
+    """Peak resident memory of the Chromium renderer processes started by this test process (the
+    tab, its workers and their WebAssembly heaps live there; other people's browsers on the machine
+    are not counted), sampled every 0.2 s from /proc."""
 
     def __init__(self):
         self.peak = 0
@@ -95,14 +96,25 @@ class RendererMemory:
 
     @staticmethod
     def current() -> int:
-        total = 0
+        parents, renderers = {}, []
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
             try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-                if b"--type=renderer" not in cmd or b"chrom" not in cmd:
-                    continue
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                parents[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])
+                if b"--type=renderer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    renderers.append(int(pid))
+            except (OSError, ValueError, IndexError):
+                continue
+        me, total = os.getpid(), 0
+        for pid in renderers:
+            p, seen = pid, 0
+            while p > 1 and p != me and seen < 50:
+                p, seen = parents.get(p, 0), seen + 1
+            if p != me:
+                continue
+            try:
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1]) * 1024

@@ -87,6 +87,9 @@ async function start() {
   const threads = state.transcriber.info.threads;
   document.body.dataset.ready = 'true';
   setPhase('ready', `Ready (${threads} thread${threads > 1 ? 's' : ''}). Choose an audio file${await setUpExample() ? ' or use the bundled example' : ''}.`);
+  // load the default model while the user picks a file (a transcription started meanwhile waits for it
+  // and shows it as its first stage)
+  state.transcriber.preload($('model').value).catch((e) => console.warn('preloading the model:', oneLine(e)));
 }
 
 async function setUpExample() {

@@ -187,6 +187,8 @@ export async function createTranscriber({ baseUrl, onProgress, threads, workerUr
       const audio = await decodeAudio(await file.arrayBuffer());
       return call(jobMessage(opts, { samples: audio.samples, sampleRate: audio.sampleRate }), [audio.samples.buffer]);
     },
+    /* Load a model ahead of the first transcription (jobs wait for it; its progress is stage 'model'). */
+    async preload(model = 'septimbre') { return call({ type: 'load', model }); },
     /* The last transcription's notes in another number of instruments (or 'auto'), without the model. */
     async regroup(instruments) {
       checkOptions({ instruments }, K.MAX_INSTRUMENTS);

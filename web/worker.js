@@ -12,6 +12,7 @@
  *               {type:'transcribe', id, model: 'basicamt'|'septimbre'|URL, instruments: 'auto'|N,
  *                 and either file: Blob (a WAV, streamed) or samples: Float32Array (mono) + sampleRate,
  *                 options?: {onsetThreshold, frameThreshold, minNoteFrames, melodia, coreFrames}, returnMaps?}
+ *               {type:'load', id, model}               (load a model now, so the first transcription need not)
  *               {type:'regroup', id, instruments}      (the last job's notes, another number of instruments)
  *               {type:'export', id, transcription, programs?}   (MIDI bytes and CSV of a shown result)
  * Messages out: {type:'ready', threads, crossOriginIsolated, constants}
@@ -379,6 +380,10 @@ async function handle(msg) {
     if (!readyPromise) throw new Error('worker not initialised: send {type:"init"} first');
     await readyPromise;
     if (msg.type === 'transcribe') await transcribe(msg);
+    else if (msg.type === 'load') {
+      await getSession(msg.model, (stage, done, total) => post({ type: 'progress', id: msg.id, stage, done, total }));
+      post({ type: 'loaded', id: msg.id });
+    }
     else if (msg.type === 'regroup') { const r = regroup(msg); post(r, [r.midi]); }
     else if (msg.type === 'export') { const r = exportFiles(msg); post(r, [r.midi]); }
     else throw new Error(`unknown message type ${JSON.stringify(msg.type)}`);

@@ -166,8 +166,13 @@ def table(rows: list[dict]) -> str:
 
 def bench_web(seconds: float = 300.0, model: str = "septimbre", instruments: str | int = "auto",
               source: Path | None = None, log=print) -> dict:
-    """Drive the bundled page in Chromium (Playwright, 2 ORT threads with COOP/COEP): cold start
-    (page open -> engine ready) and stage timings of one transcription of ``seconds`` of audio."""
+    """The page against the CLI on the same file, in the same run.
+
+    Page (Chromium through Playwright, 2 ORT threads with COOP/COEP): cold start (page open -> engine
+    ready), then the file transcribed the page's way (the WAV streamed from the File), twice: the first
+    run includes loading the model, the second is warm. CLI: ``timbreamt transcribe`` as a process (wall
+    time, model load and Python start included) and the warm in-process ``Transcriber`` (2 threads).
+    Ratios: page first run / CLI process, page warm / CLI warm."""
     import shutil
     import threading
 
@@ -179,7 +184,7 @@ def bench_web(seconds: float = 300.0, model: str = "septimbre", instruments: str
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "web"
         bundle(out)
-        make_input(seconds, out / "examples" / "bench.wav", source)
+        audio = make_input(seconds, out / "examples" / "bench.wav", source)
         server = make_server(out, 0, isolate=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}/"
@@ -194,32 +199,62 @@ def bench_web(seconds: float = 300.0, model: str = "septimbre", instruments: str
                 page.goto(url)
                 page.wait_for_function("document.body.dataset.ready === 'true'")
                 cold = time.perf_counter() - t0
-                result = page.evaluate("""async ([model, instruments]) => {
-                    const { decodeAudio } = await import('./timbreamt.js');   // the page's own decoding
-                    const t0 = performance.now();
-                    const bytes = await (await fetch('examples/bench.wav')).arrayBuffer();
-                    const audio = await decodeAudio(bytes);
-                    const decode = performance.now() - t0;
+                runs = [page.evaluate("""async ([model, instruments]) => {
+                    const blob = await (await fetch('examples/bench.wav')).blob();
                     // responsiveness: the longest gap between 20 ms timer ticks on the page's thread
                     let last = performance.now(), maxGap = 0;
                     const timer = setInterval(() => { const now = performance.now(); maxGap = Math.max(maxGap, now - last); last = now; }, 20);
                     const t1 = performance.now();
-                    const r = await window.timbreamtPage.transcriber.transcribeDetailed(audio.samples, audio.sampleRate, { model, instruments });
+                    const r = await window.timbreamtPage.transcriber.transcribeFile(blob, { model, instruments });
                     clearInterval(timer);
-                    return { decode_ms: decode, total_ms: performance.now() - t1, timings: r.timings, max_gap_ms: maxGap,
+                    return { total_ms: performance.now() - t1, timings: r.timings, max_gap_ms: maxGap,
                              threads: window.timbreamtPage.transcriber.info.threads,
                              notes: r.transcription.tracks.reduce((n, t) => n + t.notes.length, 0),
                              tracks: r.transcription.tracks.length };
-                }""", [model, instruments])
+                }""", [model, instruments]) for _ in range(2)]
                 browser.close()
         finally:
             server.shutdown()
-    record = {"audio_seconds": seconds, "cold_start_s": cold, "decode_s": result["decode_ms"] / 1000,
-              "inference_s": result["timings"]["inference"] / 1000,
-              "postprocess_s": result["timings"]["postprocess"] / 1000,
-              "transcribe_s": result["total_ms"] / 1000, "threads": result["threads"],
-              "notes": result["notes"], "tracks": result["tracks"],
-              "main_thread_max_gap_ms": result["max_gap_ms"]}
-    record["rtf"] = record["transcribe_s"] / seconds
+        cli_process = _cli_process_seconds(audio, model, instruments, Path(tmp) / "cli")
+        cli_warm, cli_notes = _cli_warm_seconds(audio, model, instruments)
+    first, warm = runs
+    record = {"audio_seconds": seconds, "model": model, "instruments": instruments, "cold_start_s": cold,
+              "page_first_s": first["total_ms"] / 1000, "page_warm_s": warm["total_ms"] / 1000,
+              "page_inference_s": warm["timings"]["inference"] / 1000,
+              "page_postprocess_s": warm["timings"]["postprocess"] / 1000,
+              "page_reading_s": warm["timings"]["reading"] / 1000, "threads": warm["threads"],
+              "page_notes": warm["notes"], "page_tracks": warm["tracks"],
+              "main_thread_max_gap_ms": max(first["max_gap_ms"], warm["max_gap_ms"]),
+              "cli_process_s": cli_process, "cli_warm_s": cli_warm, "cli_notes": cli_notes}
+    record["ratio_first_vs_cli_process"] = record["page_first_s"] / cli_process
+    record["ratio_warm_vs_cli_warm"] = record["page_warm_s"] / cli_warm
+    record["page_rtf"] = record["page_warm_s"] / seconds
     log(json.dumps(record, indent=1))
+    log(f"page/CLI on the same {seconds:.0f} s file ({model}, instruments {instruments}): first run "
+        f"{record['page_first_s']:.2f} s vs `timbreamt transcribe` {cli_process:.2f} s = "
+        f"{record['ratio_first_vs_cli_process']:.2f}x; warm {record['page_warm_s']:.2f} s vs {cli_warm:.2f} s = "
+        f"{record['ratio_warm_vs_cli_warm']:.2f}x; cold start {cold:.2f} s")
     return record
+
+
+def _cli_process_seconds(audio: Path, model: str, instruments, out_dir: Path) -> float:
+    """Wall time of the `timbreamt transcribe` command on ``audio`` (Python start and model load included)."""
+    cmd = [sys.executable, "-m", "timbreamt", "transcribe", str(audio), "-o", str(out_dir), "--model", model,
+           "--instruments", str(instruments), "--quiet", "--threads", "2"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def _cli_warm_seconds(audio: Path, model: str, instruments) -> tuple[float, int]:
+    """Best of two in-process transcriptions with the model already loaded (2 threads)."""
+    from ..runtime.transcriber import Transcriber
+
+    t = Transcriber(model, threads=2)
+    best, notes = float("inf"), 0
+    for _ in range(2):
+        t0 = time.perf_counter()
+        result = t.transcribe(str(audio), instruments=instruments)
+        best = min(best, time.perf_counter() - t0)
+        notes = result.n_notes
+    return best, notes
