@@ -297,9 +297,13 @@ def _free_port() -> int:
 @pytest.fixture
 def ray_cluster(tmp_path):
     """A one-node cluster from `ray start --head --block` on a free port, stopped by its own process id."""
+    import tempfile
+
     port = _free_port()
+    # its own temp folder: the machine's /tmp/ray (and its "latest cluster" file) is left alone
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
-                             "--include-dashboard=false", "--disable-usage-stats"],
+                             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 60
@@ -321,6 +325,7 @@ def ray_cluster(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)   # whatever of that node is left (this fixture started it)
         except ProcessLookupError:
             pass
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -338,7 +338,9 @@ def _start_ray(address: str | None, num_cpus: int | None):
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+            # "local": a new instance here, never the last `ray start` cluster of this machine that
+            # ray.init() would otherwise join (or hang on, when it has gone)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
     except Exception as exc:      # noqa: BLE001 - Ray raises many kinds; the user needs one line
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise BatchError(f"cannot start or reach {where}: {one_line(exc)}") from None
