@@ -286,8 +286,7 @@ def _finish_done(p: Planned, reply: dict, out_dir: Path, staging: Path, log: Res
     """Write the outputs (staged), append the record, then move the outputs into place."""
     from ..runtime.outputs import write_outputs
 
-    stage = staging / str(index)
-    staged = {f: stage / o.name for f, o in p.outputs.items()}
+    staged = {f: staging / f"{index}.{o.name}" for f, o in p.outputs.items()}     # one flat folder
     try:
         write_outputs(reply["result"], staged, overwrite=True)
         for o in p.outputs.values():
@@ -297,13 +296,13 @@ def _finish_done(p: Planned, reply: dict, out_dir: Path, staging: Path, log: Res
     except (TimbreamtError, OSError) as exc:
         rec = _record(p, out_dir, "failed", one_line(exc), reply)
         log.append(rec)
-        shutil.rmtree(stage, ignore_errors=True)
+        for s in staged.values():
+            s.unlink(missing_ok=True)
         return rec
     rec = _record(p, out_dir, "done", None, reply)
     log.append(rec)
     for f, o in p.outputs.items():
         os.replace(staged[f], o)
-    shutil.rmtree(stage, ignore_errors=True)
     return rec
 
 
