@@ -386,6 +386,30 @@ def test_notedigger_dropin_worker_runs_reference_model(browser, notedigger_url):
     context.close()
 
 
+def test_notedigger_dropin_worker_loads_its_own_engine_without_the_plugin(browser, notedigger_url):
+    """Without a page engine to ask (the plugin's BroadcastChannel host is absent), the drop-in worker
+    loads timbreamt itself and still answers noteDigger's contract."""
+    url, root = notedigger_url
+    context = browser.new_context()
+    page = context.new_page()
+    page.add_init_script("delete window.BroadcastChannel")      # the page hosts no engine; workers keep theirs
+    page.route("**/dataProcess/AI/basicamt_worker.js", lambda route: route.fulfill(
+        path=str(root / "timbreamt" / "notedigger" / "basicamt_worker.js"), headers={"Content-Type": "text/javascript"}))
+    dialogs = _load_into_notedigger(page, url)
+    out = page.evaluate("""async () => {
+        const bytes = await (await fetch('/__test__/three_mix.wav')).arrayBuffer();
+        const buf = await app.audioContext.decodeAudioData(bytes);
+        const chBefore = new Set(app.MidiAction.midi.map(n => n.ch));
+        await app.Analyser.basicamt(buf);
+        const added = app.MidiAction.midi.filter(n => !chBefore.has(n.ch));
+        return { added: added.length, chans: [...new Set(added.map(n => n.ch))].length,
+                 hosted: window.timbreamtPlugin.hostedJobs };
+    }""")
+    assert dialogs == []
+    assert out["added"] > 10 and out["chans"] == 1 and out["hosted"] == 0
+    context.close()
+
+
 @pytest.mark.parametrize("model", ["basicamt", "septimbre"])
 def test_shipped_graphs_run_in_notedigger_onnxruntime_web_1_18(browser, notedigger_url, model):
     """Our graphs in noteDigger's own onnxruntime-web (1.18, dataProcess/AI/dist), single-threaded as

@@ -54,7 +54,7 @@ function updateInstrumentsSelect() {
 }
 
 function stageText(p) {
-  const model = $('model').value === 'basicamt' ? 'BasicAMT' : 'Septimbre';
+  const model = (p.model || $('model').value) === 'basicamt' ? 'BasicAMT' : 'Septimbre';
   if (p.stage === 'model') return p.done ? `Loaded the ${model} model.` : `Loading the ${model} model (first run only)…`;
   if (p.stage === 'inference') return `Running the model: window ${p.done + 1} of ${p.total}…`;
   if (p.stage === 'clustering') return 'Finding notes and grouping them into instruments…';
@@ -89,7 +89,10 @@ async function start() {
   setPhase('ready', `Ready (${threads} thread${threads > 1 ? 's' : ''}). Choose an audio file${await setUpExample() ? ' or use the bundled example' : ''}.`);
   // load the default model while the user picks a file (a transcription started meanwhile waits for it
   // and shows it as its first stage)
-  state.transcriber.preload($('model').value).catch((e) => console.warn('preloading the model:', oneLine(e)));
+  state.preloading = $('model').value;
+  state.transcriber.preload(state.preloading)
+    .catch((e) => console.warn('preloading the model:', oneLine(e)))
+    .finally(() => { state.preloading = null; });
 }
 
 async function setUpExample() {
@@ -170,7 +173,8 @@ async function run() {
   const model = $('model').value;
   clearResult();
   state.runStarted = performance.now();
-  setPhase('running', 'Starting…', { progress: 0 });
+  // a transcription started while the default model still loads waits for it: say so
+  setPhase('running', state.preloading ? stageText({ stage: 'model', done: 0, model: state.preloading }) : 'Starting…', { progress: 0 });
   try {
     const opts = { model, instruments: instrumentsChoice(), keepEmbeddings: model === 'septimbre' };
     const detail = state.audio
@@ -189,6 +193,7 @@ async function run() {
 async function cancel() {
   if (state.phase !== 'running') return;
   setPhase('cancelled', 'Cancelled. Restarting the engine…');
+  clearResult();               // the new engine holds no job: nothing shown may claim otherwise
   try {
     await state.transcriber.cancel();
     setPhase(state.file ? 'loaded' : 'ready', 'Cancelled. Press Transcribe to start again.');
