@@ -14,7 +14,8 @@ PARTS = ("core", "runtime", "training", "tools")
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 # third-party packages each part may import (stdlib is always allowed)
 THIRD_PARTY = {
-    "core": {"numpy"},
+    # pretty_midi: only inside Transcription.to_pretty_midi, an optional bridge (blocked at import below)
+    "core": {"numpy", "pretty_midi"},
     "runtime": {"numpy", "onnxruntime", "soundfile", "soxr", "mido", "tqdm"},
     "training": None,   # anything ([train] extra)
     "tools": None,
@@ -29,7 +30,7 @@ INTERNAL = {
 # what must stay unimportable while a part is imported (checked for real, in a fresh interpreter)
 BLOCKED = {
     "core": ["torch", "onnx", "onnxruntime", "scipy", "soundfile", "soxr", "mido", "tqdm", "matplotlib", "mir_eval",
-             "music21", "fluidsynth", "ray"],
+             "music21", "fluidsynth", "ray", "pretty_midi"],
     "runtime": ["torch", "onnx", "scipy", "matplotlib", "mir_eval", "music21", "fluidsynth", "ray"],
 }
 

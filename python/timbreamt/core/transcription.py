@@ -7,7 +7,6 @@ JSON (times in seconds):
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -88,8 +87,8 @@ class Transcription:
         """A ``pretty_midi.PrettyMIDI`` with one instrument per track (named as the track), notes in
         seconds. Needs pretty_midi, which timbreamt does not depend on (ImportError saying so)."""
         try:
-            # an optional bridge: imported by name, on demand; core itself needs only numpy
-            pretty_midi = importlib.import_module("pretty_midi")
+            # an optional bridge, imported on demand (tests/test_layout.py allows it here, nowhere at import)
+            import pretty_midi
         except ImportError as exc:
             raise ImportError("Transcription.to_pretty_midi needs pretty_midi: pip install pretty_midi "
                               "(or use to_midi(path) / to_mir_eval(), which need nothing more)") from exc
