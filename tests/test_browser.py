@@ -862,3 +862,46 @@ def test_page_screenshot_for_the_readme(page, base_url):
     (ROOT / "docs").mkdir(exist_ok=True)
     page.screenshot(path=str(ROOT / "docs" / "page.png"), full_page=True)
     assert errors == []
+
+
+def test_compressed_files_decode_at_their_own_rate(page, base_url, web_bundle, shipped_models):
+    """FLAC, Ogg Vorbis, Opus and MP3 decode in the page at the rate libsndfile reads them (no browser
+    resampling), so the CLI's resampler does the rest; lossless FLAC at 48 kHz gives the CLI's notes."""
+    from timbreamt.core.resample import resample
+    from timbreamt.runtime.transcriber import Transcriber
+
+    mono, sr = python_mono(REFERENCE / "three_mix.wav")
+    import soxr
+
+    cases = [("flac", "FLAC", "PCM_16", 48000), ("ogg", "OGG", "VORBIS", 22050), ("opus", "OGG", "OPUS", 24000),
+             ("mp3", "MP3", "MPEG_LAYER_III", 32000), ("flac", "FLAC", "PCM_24", 96000)]
+    names = []
+    for ext, fmt, sub, rate in cases:
+        name = f"coded_{rate}_{sub}.{ext}"
+        sf.write(web_bundle / "examples" / name, soxr.resample(mono, sr, rate).astype(np.float32), rate, format=fmt, subtype=sub)
+        names.append(name)
+    errors = open_page(page, base_url)
+    got = page.evaluate("""async (names) => {
+        const { decodeAudio } = await import('./timbreamt.js');
+        const out = {};
+        for (const n of names) {
+            const a = await decodeAudio(await (await fetch('examples/' + n)).arrayBuffer());
+            out[n] = { rate: a.sampleRate, frames: a.samples.length, samples: n.endsWith('.flac') ? Array.from(a.samples) : null };
+        }
+        return out;
+    }""", names)
+    for name, (ext, fmt, sub, rate) in zip(names, cases):
+        info = sf.info(str(web_bundle / "examples" / name))
+        assert got[name]["rate"] == info.samplerate == rate, name
+        assert abs(got[name]["frames"] - info.frames) <= 0.01 * info.frames + 2000, (name, got[name]["frames"], info.frames)
+    # lossless: the very samples libsndfile reads, so the same notes after the same resampler
+    flac = names[0]
+    want, want_sr = python_mono(web_bundle / "examples" / flac)
+    np.testing.assert_array_equal(np.array(got[flac]["samples"], np.float32), want)
+    page_json = page.evaluate("""async (name) => {
+        const blob = await (await fetch('examples/' + name)).blob();
+        return (await window.timbreamtPage.transcriber.transcribeFile(blob, { model: 'septimbre', instruments: 3 })).transcription;
+    }""", flac)
+    cli = Transcriber(shipped_models / "septimbre.onnx").transcribe(resample(want, want_sr, 44100), sr=44100, instruments=3)
+    same_notes_and_assignment(page_json, cli.to_dict())
+    assert errors == []

@@ -45,7 +45,11 @@ export function sniffSampleRate(arrayBuffer) {
   if (text(0, 'OggS')) {
     for (let i = 0; i + 16 < b.length; i += 1) {
       if (b[i] === 1 && text(i + 1, 'vorbis')) return b[i + 12] | (b[i + 13] << 8) | (b[i + 14] << 16) | (b[i + 15] << 24);
-      if (text(i, 'OpusHead')) return 48000;   // Opus always decodes at 48 kHz (as libsndfile does)
+      if (text(i, 'OpusHead')) {
+        // libsndfile decodes Opus at the input rate its header records when Opus supports it, else 48 kHz
+        const input = b[i + 12] | (b[i + 13] << 8) | (b[i + 14] << 16) | (b[i + 15] << 24);
+        return [8000, 12000, 16000, 24000].includes(input) ? input : 48000;
+      }
     }
     return null;
   }
@@ -71,6 +75,7 @@ export async function decodeAudio(arrayBuffer) {
   const w = wav.parseWav(arrayBuffer);
   if (w) return w;
   const rate = sniffSampleRate(arrayBuffer);
+  const bits = flacBits(arrayBuffer);        // read before decodeAudioData detaches the bytes
   // unknown rate: let the browser decode at the graphs' rate (its resampler, not the CLI's)
   const fallback = (await loadConstants()).GRAPH_SAMPLE_RATE;
   const ctx = new OfflineAudioContext(1, 1, rate && rate >= 3000 && rate <= 768000 ? rate : fallback);
@@ -80,7 +85,23 @@ export async function decodeAudio(arrayBuffer) {
   } catch (e) {
     throw new Error('not a supported audio file (the browser cannot decode it)');
   }
+  if (bits === 16) {
+    // Chromium turns 16-bit samples into floats as x/32768 below zero but x/32767 above; libsndfile
+    // (the CLI) divides by 32768 throughout. Undo it (exact: x is recovered by rounding), so a 16-bit
+    // FLAC gives the page the CLI's very samples.
+    for (let c = 0; c < buffer.numberOfChannels; c += 1) {
+      const ch = buffer.getChannelData(c);
+      for (let i = 0; i < ch.length; i += 1) if (ch[i] > 0) ch[i] = Math.round(ch[i] * 32767) / 32768;
+    }
+  }
   return { samples: mixdown(buffer), sampleRate: buffer.sampleRate, channels: buffer.numberOfChannels };
+}
+
+/* Bits per sample of a FLAC file (STREAMINFO), or null for other files. */
+function flacBits(arrayBuffer) {
+  const b = new Uint8Array(arrayBuffer, 0, Math.min(arrayBuffer.byteLength, 32));
+  if (b.length < 22 || String.fromCharCode(b[0], b[1], b[2], b[3]) !== 'fLaC') return null;
+  return (((b[20] & 1) << 4) | (b[21] >> 4)) + 1;
 }
 
 /* A WAV File/Blob's header: {sampleRate, channels, frames, duration}, or null if not a known WAV. */
