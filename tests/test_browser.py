@@ -564,9 +564,7 @@ def test_regrouping_needs_no_model_run(page, base_url, shipped_models):
     assert page.eval_on_selector_all("#tracks tbody tr", "rows => rows.length") == 3
     offered = page.eval_on_selector_all(".regroup-to", "bs => bs.map(b => b.dataset.n)")
     assert {"2", "4", "auto"} <= set(offered)
-    windows_seen = page.evaluate("() => { window.__stages = []; const t = window.timbreamtPage.transcriber; return !!t; }")
-    assert windows_seen
-    page.evaluate("""() => { const s = document.getElementById('status');
+    page.evaluate("""() => { window.__stages = []; const s = document.getElementById('status');
         new MutationObserver(() => window.__stages.push(s.textContent)).observe(s, { childList: true, characterData: true, subtree: true }); }""")
     page.click(".regroup-to[data-n='2']")
     assert wait_state(page, "done", "error") == "done"
@@ -817,6 +815,16 @@ def test_ten_minute_file_draws_its_roll(page, base_url, artifacts, tmp_path):
     assert "notes in 3 tracks" in status
     assert page.evaluate("timbreamtPage.result.duration") == pytest.approx(600, abs=0.01)
     roll_screenshot_checks(page, artifacts, "10min")
+    # the view follows the playhead: start playing near the right edge of a 4 s view
+    page.evaluate("() => { const r = timbreamtRoll; r.t0 = 100; r.pps = (r.width - r.KEY_W) / 4; r.clamp(); r.draw(); }")
+    box = page.locator("#roll").bounding_box()
+    page.mouse.click(box["x"] + box["width"] - 40, box["y"] + 10)          # the ruler: seek there
+    start = page.evaluate("timbreamtRoll.playhead")
+    assert 103 < start < 104.2
+    page.click("#play")
+    page.wait_for_function("timbreamtRoll.t0 > 102 && timbreamtRoll.playhead > timbreamtRoll.t0 && "
+                           "timbreamtRoll.playhead < timbreamtRoll.t0 + timbreamtRoll.visibleSeconds", timeout=10_000)
+    page.click("#play")
     assert errors == []
 
 

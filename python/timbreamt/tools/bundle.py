@@ -142,7 +142,11 @@ def write_windowed_variant(path: Path) -> Path | None:
     every window would run its convolutions over its context too). The plain graph stays in the
     bundle for hosts that expect the one-input contract. Returns the new path, or None for a graph
     without the input."""
-    import onnx
+    try:
+        import onnx
+    except ImportError as exc:
+        raise BundleError("building the web bundle needs the onnx package (pip install onnx==1.23.2, "
+                          "or the [train] extra)") from exc
 
     model = onnx.load(str(path))
     graph = model.graph
