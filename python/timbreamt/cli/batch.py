@@ -7,7 +7,13 @@ import sys
 from .transcribe import _formats, _instruments
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt     # SIGTERM stops like Ctrl-C: Ray is shut down, the results manifest is whole
+
+
 def _cmd_batch(args: argparse.Namespace) -> int:
+    import signal
+
     from ..tools.batch import run_batch
     from ..tools.batch_inputs import AUDIO_EXTENSIONS, discover
 
@@ -16,6 +22,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     defaults = {"model": args.model, "instruments": args.instruments, "onset_threshold": args.onset_threshold,
                 "frame_threshold": args.frame_threshold, "min_note_ms": args.min_note_ms,
                 "melodia": None if args.melodia is None else args.melodia == "on"}
+    signal.signal(signal.SIGTERM, _interrupt)
     summary = run_batch(jobs, args.output, args.format, defaults, workers=args.workers, threads=args.threads,
                         address=args.address, overwrite=args.overwrite, results=args.results, retries=args.retries,
                         in_flight=args.in_flight, progress=not args.quiet)

@@ -514,6 +514,39 @@ def make_collection(folder: Path, n_files: int, seconds: float, sources: Iterabl
     return paths
 
 
+def _rss_now_mib() -> float:
+    with open(f"/proc/{os.getpid()}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MIB
+
+
+class _IdleProbe:
+    def rss(self) -> float:
+        return _rss_now_mib()
+
+
+def ray_worker_baseline(model: str = "septimbre") -> dict:
+    """RSS of a Ray worker process before any work: an idle actor, and a BatchWorker with its model
+    loaded (what Ray itself adds to a worker's memory, against a plain process)."""
+    ray = _start_ray(None, 2)
+    try:
+        idle = ray.remote(_IdleProbe).options(num_cpus=1).remote()
+        idle_mib = ray.get(idle.rss.remote())
+        name, data = resolve_model(model)
+        worker = ray.remote(BatchWorker).options(num_cpus=1).remote(1)
+        ray.get(worker.ready.remote((model, name, data)))
+        loaded_mib = ray.get(worker.__ray_call__.remote(lambda self: _rss_now_mib()))
+    finally:
+        ray.shutdown()
+    import subprocess
+
+    code = ("import sys; from timbreamt.runtime.transcriber import Transcriber; "
+            "from timbreamt.tools.batch import _rss_now_mib; Transcriber(sys.argv[1], threads=1); print(_rss_now_mib())")
+    plain = float(subprocess.run([sys.executable, "-c", code, model], capture_output=True, text=True,
+                                 check=True).stdout.split()[-1])
+    return {"ray_idle_worker_rss_mib": round(idle_mib, 1), "ray_worker_model_loaded_rss_mib": round(loaded_mib, 1),
+            "plain_process_model_loaded_rss_mib": round(plain, 1)}
+
+
 def measure(n_files: int = 40, seconds: float = 30.0, workers: int = 2, rounds: int = 2,
             model: str = "septimbre", work_dir: str | Path | None = None) -> dict:
     """Throughput and memory of `timbreamt batch` against one sequential `timbreamt transcribe` process
@@ -549,6 +582,7 @@ def measure(n_files: int = 40, seconds: float = 30.0, workers: int = 2, rounds: 
 
     _, single_rss, _ = run([exe, "transcribe", str(files[0]), "-o", str(work / "single"), "--model", model,
                             "--overwrite", "--quiet"])
+    baseline = ray_worker_baseline(model)
     load = os.getloadavg()
     rows = []
     for r in range(rounds):
@@ -578,7 +612,7 @@ def measure(n_files: int = 40, seconds: float = 30.0, workers: int = 2, rounds: 
         rows.append(row)
         print(json.dumps({"round": r + 1, **row}), flush=True)
     return {"files": n_files, "seconds_each": seconds, "workers": workers, "model": model,
-            "single_file_peak_rss_mib": round(single_rss, 1), "load_before": [round(x, 2) for x in load],
+            "single_file_peak_rss_mib": round(single_rss, 1), **baseline, "load_before": [round(x, 2) for x in load],
             "load_after": [round(x, 2) for x in os.getloadavg()], "rounds": rows,
             "own_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)}
 
