@@ -16,7 +16,7 @@ STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 THIRD_PARTY = {
     # pretty_midi: only inside Transcription.to_pretty_midi, an optional bridge (blocked at import below)
     "core": {"numpy", "pretty_midi"},
-    "runtime": {"numpy", "onnxruntime", "soundfile", "soxr", "mido", "tqdm"},
+    "runtime": {"numpy", "onnxruntime", "soundfile", "mido", "tqdm"},
     "training": None,   # anything ([train] extra)
     "tools": None,
 }
@@ -31,7 +31,7 @@ INTERNAL = {
 BLOCKED = {
     "core": ["torch", "onnx", "onnxruntime", "scipy", "soundfile", "soxr", "mido", "tqdm", "matplotlib", "mir_eval",
              "music21", "fluidsynth", "ray", "pretty_midi"],
-    "runtime": ["torch", "onnx", "scipy", "matplotlib", "mir_eval", "music21", "fluidsynth", "ray"],
+    "runtime": ["torch", "onnx", "scipy", "soxr", "matplotlib", "mir_eval", "music21", "fluidsynth", "ray"],
 }
 
 

@@ -1,4 +1,5 @@
-"""Audio input: read any file libsndfile decodes, validate, mix down, resample (soxr), in blocks.
+"""Audio input: read any file libsndfile decodes, validate, mix down, resample (core/resample.py, the
+same resampler as the page), in blocks.
 
 Long files are never held whole: ``AudioStream`` yields mono float32 blocks at the target rate, so an
 hour of audio costs a few MB here. Nothing is sized from a header: a header's length is only compared
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.resample import StreamResampler, resample
 from ..core.errors import AudioError
 
 SUPPORTED = "wav, flac, ogg/vorbis/opus, mp3, aiff and the other formats of libsndfile"
@@ -239,14 +241,12 @@ class AudioStream:
         return buf[:max(0, int(n))], message
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        import soxr
-
         if self._used or self._file is None:
             raise RuntimeError("an AudioStream is read once")
         self._used = True
         resampler = None
         if self.sample_rate != self.target_rate:
-            resampler = soxr.ResampleStream(self.sample_rate, self.target_rate, 1, dtype="float32", quality="HQ")
+            resampler = StreamResampler(self.sample_rate, self.target_rate)
         channel_power = mono_power = 0.0
         try:
             while True:
@@ -259,11 +259,11 @@ class AudioStream:
                         channel_power += float(np.einsum("ij,ij->", data, data, dtype=np.float64)) / self.channels
                         mono_power += float(np.dot(mono.astype(np.float64), mono))
                     self.samples_read += len(mono)
-                    out = resampler.resample_chunk(mono, last=last) if resampler else mono
+                    out = resampler.process(mono) if resampler else mono
                     if len(out):
                         yield out
-                elif resampler is not None:
-                    tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+                if last and resampler is not None:
+                    tail = resampler.flush()
                     if len(tail):
                         yield tail
                 if error is not None:
@@ -334,8 +334,6 @@ def prepare_array(samples: np.ndarray, sample_rate: int, target_rate: int, warni
     ``target_rate``. Integer samples are scaled by their type's maximum. A 2-D array whose first axis is
     the shorter is refused (it is (channels, samples): pass its transpose), as is one with more than
     MAX_CHANNELS channels. ``warnings`` receives a warning when the channels cancel in the mono mix."""
-    import soxr
-
     a = np.asarray(samples)
     if a.dtype.kind not in "fiu":
         raise AudioError(f"audio array must be numeric (float or int), got dtype {a.dtype}")
@@ -363,5 +361,5 @@ def prepare_array(samples: np.ndarray, sample_rate: int, target_rate: int, warni
         if cancel:
             warnings.append(cancel)
     if int(sample_rate) != target_rate:
-        mono = soxr.resample(mono, int(sample_rate), target_rate, quality="HQ").astype(np.float32)
+        mono = resample(mono, int(sample_rate), target_rate)
     return mono

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core import constants as C
 from .paths import REFERENCE_DIR, REFERENCE_MODELS_DIR
 
 SYSTEMS = ("timbreamt-basicamt", "timbreamt-septimbre", "reference-basicamt", "reference-septimbre", "basic-pitch")
@@ -39,16 +40,17 @@ def uncompiled_sources(package_dir: Path | None = None) -> list[str]:
 def make_input(seconds: float, path: Path, source_dir: Path) -> Path:
     """A 44.1 kHz mono 16-bit WAV of ``seconds``: the reference examples repeated (written in blocks)."""
     import soundfile as sf
-    import soxr
+
+    from ..core.resample import resample
 
     pieces = []
     for name in ("short_mix", "three_mix", "piano_short"):
         data, sr = sf.read(str(source_dir / f"{name}.wav"), dtype="float32", always_2d=True)
         mono = data.mean(axis=1)
-        pieces.append(soxr.resample(mono, sr, 44100).astype(np.float32) if sr != 44100 else mono)
+        pieces.append(resample(mono, sr, C.GRAPH_SAMPLE_RATE) if sr != C.GRAPH_SAMPLE_RATE else mono)
     loop = np.concatenate(pieces)
-    total = int(seconds * 44100)
-    with sf.SoundFile(str(path), "w", 44100, 1, subtype="PCM_16") as f:
+    total = int(seconds * C.GRAPH_SAMPLE_RATE)
+    with sf.SoundFile(str(path), "w", C.GRAPH_SAMPLE_RATE, 1, subtype="PCM_16") as f:
         written = 0
         while written < total:
             block = loop[: total - written]
