@@ -552,7 +552,8 @@ def measure(n_files: int = 40, seconds: float = 30.0, workers: int = 2, rounds: 
     """Throughput and memory of `timbreamt batch` against one sequential `timbreamt transcribe` process
     on the same files, back to back, ``rounds`` times (alternating, so drift hits both).
 
-    Sequential: `timbreamt transcribe` on all files in one process (2 onnxruntime threads, its default).
+    Sequential: `timbreamt transcribe` on all files in one process (2 onnxruntime threads, its default;
+    and again with 1 thread, reported beside it).
     Batch: `timbreamt batch` with ``workers`` workers of 1 thread each, Ray started in-process; its
     wall time includes starting Ray and the workers, reported separately too. Memory: peak RSS of
     `timbreamt transcribe` on one file (the single-file figure) against each batch worker's peak RSS
@@ -569,6 +570,8 @@ def measure(n_files: int = 40, seconds: float = 30.0, workers: int = 2, rounds: 
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="timbreamt-batch-bench-"))
     files = make_collection(work / "in", n_files, seconds, sorted(REFERENCE_DIR.glob("*.wav")))
 
+    cpu: dict[str, float] = {}
+
     def run(cmd: list[str]) -> tuple[float, float, str]:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
@@ -578,6 +581,7 @@ def measure(n_files: int = 40, seconds: float = 30.0, workers: int = 2, rounds: 
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err.strip()[-500:]}")
+        cpu["last"] = usage.ru_utime + usage.ru_stime          # the process itself (the batch's driver)
         return wall, usage.ru_maxrss / 1024.0, out
 
     _, single_rss, _ = run([exe, "transcribe", str(files[0]), "-o", str(work / "single"), "--model", model,
@@ -590,6 +594,10 @@ def measure(n_files: int = 40, seconds: float = 30.0, workers: int = 2, rounds: 
         seq_wall, seq_rss, text = run([exe, "transcribe", *map(str, files), "-o", str(seq_out), "--model", model,
                                        "--overwrite", "--quiet"])
         seq_file_s = [float(line.rsplit("[", 1)[1].split(" s")[0]) for line in text.splitlines() if "[" in line]
+        # the same sequential process with 1 onnxruntime thread: on a loaded machine onnxruntime's
+        # second (spinning) thread can cost more than it gains, which flatters the ratio above
+        seq1_wall, _, _ = run([exe, "transcribe", *map(str, files), "-o", str(work / f"seq1t{r}"), "--model", model,
+                               "--overwrite", "--quiet", "--threads", "1"])
         bat_out = work / f"batch{r}"
         bat_wall, _, _ = run([exe, "batch", str(work / "in"), "-o", str(bat_out), "--model", model,
                               "--workers", str(workers), "--threads", "1", "--quiet"])
@@ -602,11 +610,14 @@ def measure(n_files: int = 40, seconds: float = 30.0, workers: int = 2, rounds: 
         row = {
             "sequential_s": round(seq_wall, 2), "batch_s": round(bat_wall, 2),
             "ratio_end_to_end": round(seq_wall / bat_wall, 3),
+            "sequential_1_thread_s": round(seq1_wall, 2), "ratio_end_to_end_vs_1_thread": round(seq1_wall / bat_wall, 3),
             # steady state: files finished per second once running (Ray/worker start-up and the sequential
             # process's own start-up excluded on both sides)
             "sequential_files_per_s_steady": round((n_files - 1) / sum(seq_file_s[1:]), 3),
             "batch_files_per_s_steady": round((n_files - 1) / (finished[-1] - finished[0]), 3),
             "sequential_peak_rss_mib": round(seq_rss, 1), "worker_peak_rss_mib": sorted(peak.values()),
+            "batch_driver_cpu_s": round(cpu["last"], 2),
+            "batch_worker_busy_s": round(sum(r_["seconds"] for r_ in recs), 2),
         }
         row["ratio_steady"] = round(row["batch_files_per_s_steady"] / row["sequential_files_per_s_steady"], 3)
         rows.append(row)
