@@ -81,6 +81,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.threads < 1 or args.workers < 1:
         print("timbreamt: error: --threads and --workers must be >= 1", file=sys.stderr)
         return 2
+    if args.models and not all((Path(args.models) / f"{n}.onnx").is_file() for n in ("basicamt", "septimbre")):
+        print(f"timbreamt: error: --models {args.models} must hold basicamt.onnx and septimbre.onnx", file=sys.stderr)
+        return 2
     if Path(args.set).resolve() == Path(args.ood_set).resolve():
         print("timbreamt: error: --set and --ood-set must be different folders", file=sys.stderr)
         return 2
@@ -93,7 +96,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     rendered = time.time() - t0
     rows = []
     for split, clips in sets.items():
-        rows += [{"split": split, **row} for row in evaluate_set(clips, threads=args.threads, progress=not args.quiet)]
+        rows += [{"split": split, **row} for row in evaluate_set(clips, threads=args.threads, progress=not args.quiet,
+                                                                 models=Path(args.models) if args.models else None)]
     summaries = split_summaries(rows)
     n = len(sets[SPLITS[0]])
     ood_names = ", ".join([Path(p).name for p in OOD_SOUNDFONTS] + [f"{f} synthesis" for f in OOD_SYNTH_FAMILIES])
@@ -114,7 +118,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if old_checks:
         text += ["", "Earlier targets, in-distribution split:", "", targets_markdown(old_checks)]
     if not args.skip_references:
-        text += ["", "## Shared reference examples (../shared/data/reference)", "", markdown(evaluate_references())]
+        text += ["", "## Shared reference examples (../shared/data/reference)", "",
+                 markdown(evaluate_references(models=Path(args.models) if args.models else None))]
     minutes = (time.time() - t0) / 60
     text += ["", f"Rendering {rendered / 60:.1f} min (cached afterwards), whole run {minutes:.1f} min, "
              f"{args.threads} threads. Command: `timbreamt eval" + (f" --clips {args.clips}" if args.clips else "") + "`"]
@@ -205,6 +210,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="folder of the rendered out-of-distribution split (a cache)")
     s.add_argument("--out", default="eval-output", help="folder for eval.md, eval.json, eval.png")
     s.add_argument("--clips", type=int, default=None, help="only the first N clips of each category")
+    s.add_argument("--models", default=None, help="folder holding basicamt.onnx and septimbre.onnx to evaluate "
+                   "(default: the shipped graphs)")
     s.add_argument("--workers", type=int, default=2, help="rendering processes")
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--skip-references", action="store_true", help="skip the shared reference examples")

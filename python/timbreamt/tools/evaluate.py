@@ -244,7 +244,8 @@ class EvalSystems:
         return rows
 
 
-def evaluate_set(clip_paths: list[Path], threads: int = 2, progress: bool = True) -> list[dict]:
+def evaluate_set(clip_paths: list[Path], threads: int = 2, progress: bool = True,
+                 models: Path | None = None) -> list[dict]:
     """Every system on every clip of an evaluation set; rows carry ``clip`` (file stem)."""
     from tqdm import tqdm
 
@@ -252,7 +253,7 @@ def evaluate_set(clip_paths: list[Path], threads: int = 2, progress: bool = True
 
     if not clip_paths:
         raise ValueError("no evaluation clips")
-    systems = EvalSystems(threads=threads)
+    systems = EvalSystems(models=models, threads=threads)
     rows = []
     for path in tqdm(clip_paths, disable=not progress, desc="evaluating", unit="clip"):
         for row in systems.evaluate_clip(load_clip(path)):
