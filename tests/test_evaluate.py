@@ -211,3 +211,16 @@ def test_both_splits_are_summarised_with_their_gap_and_ood_targets():
     assert checks["OOD multi-instrument F1 (N given) >= our notes + pitch k-means + 0.10"][1]     # 0.6 vs 0.4 + 0.1
     only_one = split_summaries([r for r in rows if r["split"] == SPLITS[0]])
     assert gap_markdown(only_one) == "" and ood_target_checks(only_one) == []
+
+
+def test_eval_models_folder_must_hold_both_graphs(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "basicamt.onnx").write_bytes(b"")
+    out = subprocess.run([sys.executable, "-m", "timbreamt", "eval", "--models", str(tmp_path / "m"),
+                          "--set", str(tmp_path / "a"), "--ood-set", str(tmp_path / "b")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "must hold basicamt.onnx and septimbre.onnx" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "a").exists()
