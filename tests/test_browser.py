@@ -545,12 +545,15 @@ def test_page_matches_cli_at_every_sample_rate(page, base_url, web_bundle, shipp
         return { transcription: r.transcription, sampleRate: r.sampleRate };
     }""", name)
     assert got["sampleRate"] == rate and got["transcription"]["sample_rate"] == rate
-    read, read_sr = python_mono(web_bundle / "examples" / name)
-    assert read_sr == rate
-    # until runtime/audio.py reads through core/resample.py too, feed the CLI pipeline its output
-    cli = Transcriber(shipped_models / "septimbre.onnx").transcribe(resample(read, rate, 44100), sr=44100, instruments=3)
+    # the CLI reads the same file (runtime/audio.py resamples with core/resample.py, in blocks)
+    cli = Transcriber(shipped_models / "septimbre.onnx").transcribe(str(web_bundle / "examples" / name), instruments=3)
     assert got["transcription"]["duration"] == pytest.approx(cli.duration, abs=1e-6)
+    assert cli.sample_rate == rate
     same_notes_and_assignment(got["transcription"], cli.to_dict())
+    # and both equal the one-shot resampler's output fed to the pipeline (streaming is exact)
+    read, _ = python_mono(web_bundle / "examples" / name)
+    one_shot = Transcriber(shipped_models / "septimbre.onnx").transcribe(resample(read, rate, 44100), sr=44100, instruments=3)
+    same_notes_and_assignment(cli.to_dict(), one_shot.to_dict())
     assert errors == []
 
 
@@ -875,12 +878,11 @@ def test_page_screenshot_for_the_readme(page, base_url):
 def test_compressed_files_decode_at_their_own_rate(page, base_url, web_bundle, shipped_models):
     """FLAC, Ogg Vorbis, Opus and MP3 decode in the page at the rate libsndfile reads them (no browser
     resampling), so the CLI's resampler does the rest; lossless FLAC at 48 kHz gives the CLI's notes."""
-    from timbreamt.core.resample import resample
+    import soxr
+
     from timbreamt.runtime.transcriber import Transcriber
 
     mono, sr = python_mono(REFERENCE / "three_mix.wav")
-    import soxr
-
     cases = [("flac", "FLAC", "PCM_16", 48000), ("ogg", "OGG", "VORBIS", 22050), ("opus", "OGG", "OPUS", 24000),
              ("mp3", "MP3", "MPEG_LAYER_III", 32000), ("flac", "FLAC", "PCM_24", 96000)]
     names = []
@@ -910,6 +912,6 @@ def test_compressed_files_decode_at_their_own_rate(page, base_url, web_bundle, s
         const blob = await (await fetch('examples/' + name)).blob();
         return (await window.timbreamtPage.transcriber.transcribeFile(blob, { model: 'septimbre', instruments: 3 })).transcription;
     }""", flac)
-    cli = Transcriber(shipped_models / "septimbre.onnx").transcribe(resample(want, want_sr, 44100), sr=44100, instruments=3)
+    cli = Transcriber(shipped_models / "septimbre.onnx").transcribe(str(web_bundle / "examples" / flac), instruments=3)
     same_notes_and_assignment(page_json, cli.to_dict())
     assert errors == []
