@@ -741,8 +741,7 @@ def test_keyboard_operates_the_main_controls(page, base_url):
     for _ in range(8):
         page.keyboard.press("Tab")
         order.append(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
-    assert order[:5] == ["file", "example", "model", "instruments", "run"] or \
-        ["file", "example", "model", "instruments"] == order[:4], order
+    assert order[:4] == ["file", "example", "model", "instruments"], order   # Transcribe is disabled: no file yet
     page.focus("#example")
     page.keyboard.press("Enter")
     assert wait_state(page, "loaded") == "loaded"
