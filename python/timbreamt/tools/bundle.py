@@ -100,6 +100,14 @@ def core_pyproject(text: str) -> str:
 def build_wheel(out_dir: Path) -> Path:
     """The py3-none-any wheel of the package's numpy-only ``core`` (+ the package __init__), built by
     the project's build backend (setuptools, pyproject.toml) from a copy holding only those files."""
+    try:   # built without isolation (offline, fast): the backend must be in this environment
+        import setuptools
+        usable = tuple(int(p) for p in setuptools.__version__.split(".")[:2]) >= (70, 1)
+    except (ImportError, ValueError):
+        usable = False
+    if not usable:
+        raise BundleError("building the core wheel needs setuptools>=70.1 in this environment "
+                          "(pip install setuptools==84.2.1)")
     pkg = ROOT / "python" / "timbreamt"
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
