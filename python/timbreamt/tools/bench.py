@@ -167,22 +167,38 @@ def table(rows: list[dict]) -> str:
 
 
 def bench_web(seconds: float = 300.0, model: str = "septimbre", instruments: str | int = "auto",
-              source: Path | None = None, log=print) -> dict:
+              source: Path | None = None, repeats: int = 3, log=print) -> dict:
     """The page against the CLI on the same file, in the same run.
 
     Page (Chromium through Playwright, 2 ORT threads with COOP/COEP): cold start (page open -> engine
-    ready), then the file transcribed the page's way (the WAV streamed from the File), twice: the first
-    run includes loading the model, the second is warm. CLI: ``timbreamt transcribe`` as a process (wall
-    time, model load and Python start included) and the warm in-process ``Transcriber`` (2 threads).
-    Ratios: page first run / CLI process, page warm / CLI warm."""
+    ready), then the file transcribed the page's way (the WAV streamed from the File); the first run
+    includes waiting for the model. CLI: ``timbreamt transcribe`` as a process (wall time, Python start
+    and model load included), and the in-process ``Transcriber`` (model loaded, 2 threads). Warm runs
+    alternate page, CLI, page, CLI... (``repeats`` pairs) and the ratio is the median of each pair's
+    ratio: on a shared machine whose load changes by the minute, a pair run back to back is the fairest
+    comparison. Ratios: page first run / CLI process, page warm / CLI warm (paired)."""
     import shutil
     import threading
 
     from playwright.sync_api import sync_playwright
 
+    from ..runtime.transcriber import Transcriber
     from .bundle import bundle
     from .serve import make_server
     source = source or REFERENCE_DIR
+    page_js = """async ([model, instruments]) => {
+        const blob = await (await fetch('examples/bench.wav')).blob();
+        // responsiveness: the longest gap between 20 ms timer ticks on the page's thread
+        let last = performance.now(), maxGap = 0;
+        const timer = setInterval(() => { const now = performance.now(); maxGap = Math.max(maxGap, now - last); last = now; }, 20);
+        const t1 = performance.now();
+        const r = await window.timbreamtPage.transcriber.transcribeFile(blob, { model, instruments });
+        clearInterval(timer);
+        return { total_ms: performance.now() - t1, timings: r.timings, max_gap_ms: maxGap,
+                 threads: window.timbreamtPage.transcriber.info.threads,
+                 notes: r.transcription.tracks.reduce((n, t) => n + t.notes.length, 0),
+                 tracks: r.transcription.tracks.length };
+    }"""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "web"
         bundle(out)
@@ -191,6 +207,7 @@ def bench_web(seconds: float = 300.0, model: str = "septimbre", instruments: str
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}/"
         chromium = shutil.which("chromium") or "/usr/bin/chromium"
+        pairs = []
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu",
@@ -201,41 +218,38 @@ def bench_web(seconds: float = 300.0, model: str = "septimbre", instruments: str
                 page.goto(url)
                 page.wait_for_function("document.body.dataset.ready === 'true'")
                 cold = time.perf_counter() - t0
-                runs = [page.evaluate("""async ([model, instruments]) => {
-                    const blob = await (await fetch('examples/bench.wav')).blob();
-                    // responsiveness: the longest gap between 20 ms timer ticks on the page's thread
-                    let last = performance.now(), maxGap = 0;
-                    const timer = setInterval(() => { const now = performance.now(); maxGap = Math.max(maxGap, now - last); last = now; }, 20);
-                    const t1 = performance.now();
-                    const r = await window.timbreamtPage.transcriber.transcribeFile(blob, { model, instruments });
-                    clearInterval(timer);
-                    return { total_ms: performance.now() - t1, timings: r.timings, max_gap_ms: maxGap,
-                             threads: window.timbreamtPage.transcriber.info.threads,
-                             notes: r.transcription.tracks.reduce((n, t) => n + t.notes.length, 0),
-                             tracks: r.transcription.tracks.length };
-                }""", [model, instruments]) for _ in range(2)]
+                first = page.evaluate(page_js, [model, instruments])
+                cli_process = _cli_process_seconds(audio, model, instruments, Path(tmp) / "cli")
+                cli = Transcriber(model, threads=2)
+                for _ in range(max(1, repeats)):
+                    warm = page.evaluate(page_js, [model, instruments])
+                    t1 = time.perf_counter()
+                    result = cli.transcribe(str(audio), instruments=instruments)
+                    pairs.append((warm, time.perf_counter() - t1, result.n_notes))
                 browser.close()
         finally:
             server.shutdown()
-        cli_process = _cli_process_seconds(audio, model, instruments, Path(tmp) / "cli")
-        cli_warm, cli_notes = _cli_warm_seconds(audio, model, instruments)
-    first, warm = runs
+    page_warm = [w["total_ms"] / 1000 for w, _, _ in pairs]
+    cli_warm = [c for _, c, _ in pairs]
+    ratios = sorted(p / c for p, c in zip(page_warm, cli_warm))
+    last = pairs[-1][0]
     record = {"audio_seconds": seconds, "model": model, "instruments": instruments, "cold_start_s": cold,
-              "page_first_s": first["total_ms"] / 1000, "page_warm_s": warm["total_ms"] / 1000,
-              "page_inference_s": warm["timings"]["inference"] / 1000,
-              "page_postprocess_s": warm["timings"]["postprocess"] / 1000,
-              "page_reading_s": warm["timings"]["reading"] / 1000, "threads": warm["threads"],
-              "page_notes": warm["notes"], "page_tracks": warm["tracks"],
-              "main_thread_max_gap_ms": max(first["max_gap_ms"], warm["max_gap_ms"]),
-              "cli_process_s": cli_process, "cli_warm_s": cli_warm, "cli_notes": cli_notes}
+              "page_first_s": first["total_ms"] / 1000, "page_warm_s": page_warm, "cli_warm_s": cli_warm,
+              "page_inference_s": last["timings"]["inference"] / 1000,
+              "page_postprocess_s": last["timings"]["postprocess"] / 1000,
+              "page_reading_s": last["timings"]["reading"] / 1000, "threads": last["threads"],
+              "page_notes": last["notes"], "page_tracks": last["tracks"], "cli_notes": pairs[-1][2],
+              "main_thread_max_gap_ms": max([first["max_gap_ms"]] + [w["max_gap_ms"] for w, _, _ in pairs]),
+              "cli_process_s": cli_process, "paired_ratios": ratios}
     record["ratio_first_vs_cli_process"] = record["page_first_s"] / cli_process
-    record["ratio_warm_vs_cli_warm"] = record["page_warm_s"] / cli_warm
-    record["page_rtf"] = record["page_warm_s"] / seconds
+    record["ratio_warm_vs_cli_warm"] = float(np.median(ratios))
+    record["page_rtf"] = float(np.median(page_warm)) / seconds
     log(json.dumps(record, indent=1))
     log(f"page/CLI on the same {seconds:.0f} s file ({model}, instruments {instruments}): first run "
         f"{record['page_first_s']:.2f} s vs `timbreamt transcribe` {cli_process:.2f} s = "
-        f"{record['ratio_first_vs_cli_process']:.2f}x; warm {record['page_warm_s']:.2f} s vs {cli_warm:.2f} s = "
-        f"{record['ratio_warm_vs_cli_warm']:.2f}x; cold start {cold:.2f} s")
+        f"{record['ratio_first_vs_cli_process']:.2f}x; warm, median of {len(ratios)} back-to-back pairs "
+        f"{record['ratio_warm_vs_cli_warm']:.2f}x (pairs {', '.join(f'{r:.2f}' for r in ratios)}; page "
+        f"{np.median(page_warm):.2f} s, CLI {np.median(cli_warm):.2f} s); cold start {cold:.2f} s")
     return record
 
 
@@ -246,17 +260,3 @@ def _cli_process_seconds(audio: Path, model: str, instruments, out_dir: Path) ->
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     return time.perf_counter() - t0
-
-
-def _cli_warm_seconds(audio: Path, model: str, instruments) -> tuple[float, int]:
-    """Best of two in-process transcriptions with the model already loaded (2 threads)."""
-    from ..runtime.transcriber import Transcriber
-
-    t = Transcriber(model, threads=2)
-    best, notes = float("inf"), 0
-    for _ in range(2):
-        t0 = time.perf_counter()
-        result = t.transcribe(str(audio), instruments=instruments)
-        best = min(best, time.perf_counter() - t0)
-        notes = result.n_notes
-    return best, notes
