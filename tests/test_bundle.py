@@ -84,3 +84,48 @@ def test_bundle_writes_the_constants_the_page_reads(web_bundle):
                 continue
             found = re.findall(r"\b(44100|22050|84|256|512)\b", code)
             assert not found, f"{js.name} writes {found} itself: {line.strip()}"
+
+
+def test_bundle_never_deletes_a_folder_it_did_not_make(tmp_path):
+    """A non-empty folder without the bundle's marker is refused (one line, exit 7 from the CLI), its
+    files untouched; --force replaces it; an earlier bundle is replaced without asking."""
+    import subprocess
+    import sys
+
+    from timbreamt.tools.bundle import BUNDLE_MARKER, BundleError, check_replaceable
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("three years of work")
+    with pytest.raises(BundleError, match="not a bundle made by timbreamt"):
+        check_replaceable(mine)
+    check_replaceable(mine, force=True)                  # allowed when asked for
+    out = subprocess.run([sys.executable, "-m", "timbreamt", "bundle", str(mine)], capture_output=True, text=True)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "--force" in out.stderr
+    assert (mine / "thesis.txt").read_text() == "three years of work"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    check_replaceable(empty)
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / BUNDLE_MARKER).write_text("")
+    (earlier / "index.html").write_text("")
+    check_replaceable(earlier)
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    with pytest.raises(BundleError, match="not a folder"):
+        check_replaceable(a_file)
+
+
+def test_tools_outside_a_checkout_name_the_missing_data(tmp_path):
+    """bench without the shared reference data: a one-line error naming TIMBREAMT_SHARED."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TIMBREAMT_SHARED": str(tmp_path / "nowhere")}
+    out = subprocess.run([sys.executable, "-m", "timbreamt", "bench", "--durations", "1", "--systems", "basic-pitch"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 6, out.stderr
+    assert "Traceback" not in out.stderr and "TIMBREAMT_SHARED" in out.stderr

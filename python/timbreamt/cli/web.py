@@ -11,7 +11,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     from ..tools.bundle import bundle
 
     examples = [Path(p) for p in args.example]
-    sizes = bundle(args.out, examples)
+    sizes = bundle(args.out, examples, force=args.force)
     mb = {k: v / 1e6 for k, v in sizes.items()}
     print(f"bundle in {args.out}: {mb['total']:.1f} MB (pyodide + numpy {mb.get('pyodide', 0):.1f} MB, "
           f"onnxruntime-web {mb.get('ort', 0):.1f} MB, models {mb.get('models', 0):.2f} MB, "
@@ -60,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("bundle", help="assemble the static web bundle")
     s.add_argument("out")
     s.add_argument("--example", action="append", default=[], help="audio file to ship as the page's example")
+    s.add_argument("--force", action="store_true",
+                   help="replace OUT even if it holds files that an earlier bundle did not make")
     s.set_defaults(func=_cmd_bundle)
 
     s = sub.add_parser("serve", help="serve a bundle on 127.0.0.1 (COOP/COEP headers for threads)")

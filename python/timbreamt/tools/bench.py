@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import constants as C
-from .paths import REFERENCE_DIR, REFERENCE_MODELS_DIR
+from .paths import REFERENCE_DIR, REFERENCE_MODELS_DIR, require_dir
 
 SYSTEMS = ("timbreamt-basicamt", "timbreamt-septimbre", "reference-basicamt", "reference-septimbre", "basic-pitch")
 
@@ -110,8 +110,8 @@ def bench(durations: list[float], systems: list[str], threads: int = 2, models: 
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     models = models or models_dir()
-    reference = reference or REFERENCE_MODELS_DIR
-    source = source or REFERENCE_DIR
+    reference = require_dir(reference or REFERENCE_MODELS_DIR, "the reference graphs (shared data)")
+    source = require_dir(source or REFERENCE_DIR, "the reference examples (shared data)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seconds in durations:
@@ -185,7 +185,7 @@ def bench_web(seconds: float = 300.0, model: str = "septimbre", instruments: str
     from ..runtime.transcriber import Transcriber
     from .bundle import bundle
     from .serve import make_server
-    source = source or REFERENCE_DIR
+    source = require_dir(source or REFERENCE_DIR, "the reference examples (shared data)")
     page_js = """async ([model, instruments]) => {
         const blob = await (await fetch('examples/bench.wav')).blob();
         // responsiveness: the longest gap between 20 ms timer ticks on the page's thread

@@ -24,6 +24,7 @@ from ..core.browser_job import browser_constants
 from ..core.constants import CROP_INPUT
 from ..core.errors import TimbreamtError
 from .paths import REPO_ROOT as ROOT
+from .paths import require_dir
 
 ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 PYODIDE_FILES = ("pyodide.js", "pyodide.asm.js", "pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json")
@@ -181,13 +182,31 @@ def example_instruments(audio: Path) -> int | None:
     return sum(1 for t in tracks if any(m.type == "note_on" and m.velocity > 0 for m in t)) or None
 
 
-def bundle(out: str | Path, examples: list[Path] | None = None) -> dict[str, int]:
-    """Assemble the bundle into ``out`` (replaced); returns sizes in bytes by part."""
+# written into every bundle: a folder holding it was made by `bundle` and may be replaced by it
+BUNDLE_MARKER = ".timbreamt-bundle"
+
+
+def check_replaceable(out: Path, force: bool = False) -> None:
+    """Refuse to replace ``out`` unless it is missing, empty, a bundle made earlier (it holds
+    BUNDLE_MARKER) or ``force`` is given: the user's own files are never deleted by surprise."""
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / BUNDLE_MARKER).is_file() and not force:
+        raise BundleError(f"{out} is a folder with other files in it, not a bundle made by timbreamt: "
+                          "choose another folder, or pass --force to replace it")
+
+
+def bundle(out: str | Path, examples: list[Path] | None = None, force: bool = False) -> dict[str, int]:
+    """Assemble the bundle into ``out`` (replaced when it is an earlier bundle, empty, or with
+    ``force``); returns sizes in bytes by part."""
     out = Path(out)
+    require_dir(ROOT / "web", "the page's sources (web/ of a source checkout)")
+    check_replaceable(out, force)
     node = ROOT / "node_modules"
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(ROOT / "web", out)
+    (out / BUNDLE_MARKER).write_text("made by `timbreamt bundle`; the next bundle into this folder replaces it\n")
     for name in ("basicamt", "septimbre"):
         _copy(ROOT / "export" / "models" / f"{name}.onnx", out / "models" / f"{name}.onnx")
         write_windowed_variant(out / "models" / f"{name}.onnx")
