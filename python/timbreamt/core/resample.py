@@ -26,6 +26,12 @@ ZERO_CROSSINGS = 32        # of the sinc at the lower rate, each side of the cen
 KAISER_BETA = 8.6          # ~85 dB stopband
 ROLLOFF = 0.91             # cutoff as a fraction of the lower Nyquist frequency
 MAX_BLOCK_OUTPUTS = 1 << 18   # outputs computed per numpy pass (bounds the index array: 2 MB)
+# Ratios with at most this many output phases per period (22.05 kHz: 2, 48 kHz: 147) run phase by phase
+# on contiguous slices of the input split by ``down`` (no gather); more phases (16 kHz: 441) gather.
+# Same float32 operations in the same order either way, so the outputs are identical. Measured, 20 s
+# at each rate into 44.1 kHz (2 loaded cores): 22.05 kHz 0.86 -> 0.19 s per minute of audio, 48 kHz
+# 0.52 -> 0.39, 96 kHz 0.86 -> 0.83; 16 kHz 0.43 gathering vs 0.50 phase by phase.
+MAX_PHASES_BY_SLICES = 160
 
 
 def _check_rate(name: str, rate) -> int:
@@ -122,6 +128,36 @@ class StreamResampler:
         """Compute ``count`` whole periods (up outputs each) from the buffer, then drop used input."""
         if count <= 0:
             return np.zeros(0, np.float32)
+        out = self._by_slices(count) if self.up <= MAX_PHASES_BY_SLICES else self._by_gather(count)
+        self.next_period += count
+        drop = self.next_period * self.down - (self.half - 1) - self.buf_start
+        if drop > 0:
+            self.buf = self.buf[drop:].copy()
+            self.buf_start += drop
+        self.n_out += len(out)
+        return out
+
+    def _by_slices(self, count: int) -> np.ndarray:
+        """``count`` periods phase by phase: tap k of phase r reads every ``down``-th input sample from
+        one offset, i.e. a contiguous slice of one of the ``down`` interleaved input streams."""
+        up, down, taps = self.up, self.down, self.taps
+        offsets = (self.next_period * down + self.delta[:, None] - (self.half - 1)
+                   + np.arange(taps, dtype=np.int64)[None, :] - self.buf_start)        # (up, taps) buffer index
+        streams = [np.ascontiguousarray(self.buf[b::down]) for b in range(down)] if down > 1 else [self.buf]
+        stream_of, start_of = (offsets % down).tolist(), (offsets // down).tolist()
+        out = np.empty((count, up), np.float32)
+        tap = np.empty(count, np.float32)
+        for r in range(up):
+            acc, b, a, c = out[:, r], stream_of[r], start_of[r], self.columns[:, r]
+            np.multiply(streams[b[0]][a[0]:a[0] + count], c[0], out=tap)
+            acc[...] = tap
+            for k in range(1, taps):                                  # fixed order: exact in any blocking
+                np.multiply(streams[b[k]][a[k]:a[k] + count], c[k], out=tap)
+                acc += tap
+        return out.reshape(-1)
+
+    def _by_gather(self, count: int) -> np.ndarray:
+        """``count`` periods in blocks of whole periods, each tap gathered for all outputs at once."""
         pieces = []
         step = max(1, MAX_BLOCK_OUTPUTS // self.up)
         for first in range(0, count, step):
@@ -139,14 +175,7 @@ class StreamResampler:
                 tap *= self.columns[k]
                 y += tap
             pieces.append(y.reshape(-1))
-        self.next_period += count
-        drop = self.next_period * self.down - (self.half - 1) - self.buf_start
-        if drop > 0:
-            self.buf = self.buf[drop:].copy()
-            self.buf_start += drop
-        out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-        self.n_out += len(out)
-        return out
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
 def output_length(n: int, in_rate: int, out_rate: int) -> int:
