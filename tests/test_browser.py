@@ -775,17 +775,16 @@ def test_keyboard_operates_the_main_controls(page, base_url):
     page.keyboard.down("Control")
     page.mouse.wheel(0, -300)
     page.keyboard.up("Control")
-    page.wait_for_timeout(50)
-    assert page.evaluate("timbreamtRoll.pps") > before["pps"] * 1.3
+    # wheel events are handled asynchronously: wait for their effect (a busy machine takes longer)
+    page.wait_for_function(f"timbreamtRoll.pps > {before['pps'] * 1.3}", timeout=5000)
     t0 = page.evaluate("timbreamtRoll.t0")
     page.mouse.wheel(0, 200)
-    page.wait_for_timeout(50)
-    assert page.evaluate("timbreamtRoll.t0") > t0
+    page.wait_for_function(f"timbreamtRoll.t0 > {t0}", timeout=5000)
     t0 = page.evaluate("timbreamtRoll.t0")
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] / 2 + 150, box["y"] + box["height"] / 2, steps=5)
     page.mouse.up()
-    assert page.evaluate("timbreamtRoll.t0") < t0
+    page.wait_for_function(f"timbreamtRoll.t0 < {t0}", timeout=5000)
     assert errors == []
 
 
