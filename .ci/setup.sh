@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One-time set-up of everything the project needs, pinned. Idempotent: re-running skips what is done.
-# System packages (Debian 12): fluidsynth + the two training soundfonts, and Chromium for browser tests.
+# System packages (Debian 12): fluidsynth, the two training soundfonts, the OPL3 FM bank (held out of training:
+# the out-of-distribution split of validation and `timbreamt eval`), and Chromium for browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES="fluidsynth=2.3.1-2 libfluidsynth3=2.3.1-2 fluid-soundfont-gm=3.1-5.3 \
-musescore-general-soundfont=0.2.1-1 chromium=156.0.8078.108-1~deb12u1"
+musescore-general-soundfont=0.2.1-1 opl3-soundfont=1.0-4 chromium=156.0.8078.108-1~deb12u1"
 missing=0
 for pkg in $APT_PACKAGES; do
   name=${pkg%%=*}; want=${pkg#*=}
@@ -18,7 +19,7 @@ if [ "$missing" = 1 ]; then
   # chromium's exact version can move with Debian security updates: fall back to the current one
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $APT_PACKAGES \
     || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-       fluidsynth fluid-soundfont-gm musescore-general-soundfont chromium
+       fluidsynth fluid-soundfont-gm musescore-general-soundfont opl3-soundfont chromium
 fi
 
 # Python: a venv with exact pins (torch is the CPU wheel, never the multi-GB CUDA build)

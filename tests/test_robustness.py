@@ -27,7 +27,8 @@ from hypothesis.extra import numpy as hnp
 import timbreamt
 from conftest import tone
 from timbreamt.core import notes
-from timbreamt.core.contract import MAX_JOBS, MAX_THREADS, check_options
+from timbreamt.core.constants import MAX_JOBS, MAX_THREADS
+from timbreamt.core.contract import check_options
 from timbreamt.core.errors import AudioError, ModelError, OptionError, OutputError, TimbreamtError
 from timbreamt.core.constants import MAX_INSTRUMENTS, N_PITCHES
 from timbreamt.runtime import transcriber as transcriber_module

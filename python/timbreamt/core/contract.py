@@ -16,11 +16,6 @@ from . import constants as C
 from . import notes
 from .errors import ModelError, OptionError
 
-# Bounds of the process options (the decoding bounds are in constants.py): onnxruntime threads per
-# session and worker processes of a batch. More than this is a typo, and each costs memory.
-MAX_THREADS = 256
-MAX_JOBS = 256
-
 
 @dataclass
 class DecodeOptions:
@@ -143,6 +138,6 @@ def check_options(onset_threshold: float | None = None, frame_threshold: float |
         min_note_frames_from_ms(min_note_ms)
     resolve_instruments(instruments, True)
     if threads is not None:
-        check_count(threads, "threads", MAX_THREADS)
+        check_count(threads, "threads", C.MAX_THREADS)
     if jobs is not None:
-        check_count(jobs, "jobs", MAX_JOBS)
+        check_count(jobs, "jobs", C.MAX_JOBS)

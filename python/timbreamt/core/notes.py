@@ -25,7 +25,7 @@ NOTE_DTYPE = np.dtype([("start", np.int64), ("end", np.int64), ("pitch", np.int6
 def _validate_maps(onset_probs: np.ndarray, frame_probs: np.ndarray) -> None:
     for name, m in (("onset_probs", onset_probs), ("frame_probs", frame_probs)):
         if not isinstance(m, np.ndarray) or m.ndim != 2 or m.shape[0] != N_PITCHES:
-            raise ValueError(f"{name} must be a numpy array of shape (84, frames), got "
+            raise ValueError(f"{name} must be a numpy array of shape ({N_PITCHES}, frames), got "
                              f"{getattr(m, 'shape', type(m).__name__)}")
         if m.size and not np.isfinite(m).all():
             raise ValueError(f"{name} contains NaN or infinite values")

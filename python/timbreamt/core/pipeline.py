@@ -58,7 +58,7 @@ class MapAccumulator:
             raise ValueError(f"windows must arrive in order: expected core start {self.next_frame}, "
                              f"got {window.core_start}")
         if onset.shape != frame.shape or onset.ndim != 2 or onset.shape[0] != N_PITCHES:
-            raise ValueError(f"onset/frame maps must be (84, frames), got {onset.shape} and {frame.shape}")
+            raise ValueError(f"onset/frame maps must be ({N_PITCHES}, frames), got {onset.shape} and {frame.shape}")
         if not (np.isfinite(onset).all() and np.isfinite(frame).all()):
             raise ValueError("the model returned NaN or infinite probabilities")
         lo = window.core_start - first

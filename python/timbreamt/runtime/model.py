@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..core import constants as C
-from ..core.contract import MAX_THREADS, check_count, decode_options
+from ..core.constants import MAX_THREADS
+from ..core.contract import check_count, decode_options
 from ..core.errors import ModelError
 
 MODEL_NAMES = ("basicamt", "septimbre")

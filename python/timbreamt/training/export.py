@@ -66,7 +66,7 @@ def export_model(model, model_name: str, path: str | Path, metadata: dict[str, s
     fused.notes.fuse_heads()
     wrapper = _wrapper(fused)
     names = output_names(model_name)
-    dummy = torch.randn(1, 1, 44100 * 3) * 0.1
+    dummy = torch.randn(1, 1, C.GRAPH_SAMPLE_RATE * 3) * 0.1
     crop = torch.tensor([4, 8], dtype=torch.int64)       # non-zero, so tracing keeps it dynamic
     dynamic = {"audio": {2: "samples"}}
     for n in names:
