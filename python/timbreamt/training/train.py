@@ -283,7 +283,9 @@ def start_processes(config: TrainConfig) -> tuple[int, int, torch.device]:
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     device = _device()
     if device.type == "cpu":
-        torch.set_num_threads(config.threads)
+        # the processes of one machine share its cores: more threads than that oversubscribe them
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        torch.set_num_threads(max(1, min(config.threads, (os.cpu_count() or 1) // local)))
     return world, rank, device
 
 
@@ -379,7 +381,12 @@ def resume_run(run: Run) -> None:
         for group in run.optimiser.param_groups:
             group["lr"] = config.lr
         run.scheduler = _plateau(config, run.optimiser)
-    run.rng.bit_generator.state = ckpt["rng"]
+    if run.world > 1:
+        # the checkpoint holds rank 0's generator only: each rank continues from its own seed instead,
+        # else every rank would draw the same batches after a resume
+        run.rng = np.random.default_rng([config.seed, run.rank, run.start_epoch])
+    else:
+        run.rng.bit_generator.state = ckpt["rng"]
     run.sampler.rng = run.rng
 
 
@@ -510,9 +517,15 @@ def train(data_dir: str | Path, run_dir: str | Path, config: TrainConfig, val_di
     record: dict = {}
     for epoch in range(run.start_epoch, config.epochs):
         record = run_epoch(run, epoch, progress)
-        if run.rank == 0:      # rank 0 alone validates and writes
-            score = validate_epoch(run, record)
-            run.scheduler.step(score)
+        score = validate_epoch(run, record) if run.rank == 0 else 0.0     # rank 0 alone validates and writes
+        if run.world > 1:
+            # every rank steps its learning-rate schedule with rank 0's score: the ranks apply the same
+            # averaged gradients, so they must keep the same learning rate or their weights drift apart
+            shared = torch.tensor([score], dtype=torch.float64, device=run.device)
+            torch.distributed.broadcast(shared, 0)
+            score = float(shared.item())
+        run.scheduler.step(score)
+        if run.rank == 0:
             improved = score > run.best
             run.best = max(run.best, score)
             save_checkpoint(run, epoch, record, improved)
