@@ -65,7 +65,7 @@ def _child(system: str, audio: str, threads: int, models: str, reference: str) -
     t0 = time.perf_counter()
     if system == "basic-pitch":
         from ..runtime.audio import AudioStream
-        from .evaluate import BasicPitch
+        from .basic_pitch import BasicPitch
 
         model = BasicPitch(threads)
         startup = time.perf_counter() - t0
