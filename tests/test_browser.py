@@ -72,16 +72,10 @@ def tiled_wav(path: Path, minutes: float, sr: int = 44100) -> Path:
     """three_mix (mono) repeated to ``minutes``, 16-bit, written in blocks (cheap long audio)."""
     data, file_sr = sf.read(str(REFERENCE / "three_mix.wav"), dtype="float32", always_2d=True)
     assert file_sr == sr
+    from timbreamt.tools.bench import write_looped
+
     loop = data.mean(axis=1, dtype=np.float32)
-    block = np.tile(loop, max(1, int(60 * sr // len(loop))))
-    total = int(minutes * 60 * sr)
-    with sf.SoundFile(str(path), "w", sr, 1, subtype="PCM_16") as f:
-        written = 0
-        while written < total:
-            piece = block[: total - written]
-            f.write(piece)
-            written += len(piece)
-    return path
+    return write_looped(np.tile(loop, max(1, int(60 * sr // len(loop)))), minutes * 60, sr, path)
 
 
 class RendererMemory:
@@ -281,13 +275,18 @@ def _load_into_notedigger(page, url):
     return dialogs
 
 
-def test_notedigger_plugin_adds_channels(browser, notedigger_url):
-    url, _ = notedigger_url
+def _notedigger_page(browser, url: str):
+    """(context, page, page errors, native dialogs) of noteDigger with the plugin loaded."""
     context = browser.new_context()
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    dialogs = _load_into_notedigger(page, url)
+    return context, page, errors, _load_into_notedigger(page, url)
+
+
+def test_notedigger_plugin_adds_channels(browser, notedigger_url):
+    url, _ = notedigger_url
+    context, page, errors, dialogs = _notedigger_page(browser, url)
     entries = page.eval_on_selector_all(".timbreamt-entry", "els => els.map(e => e.textContent)")
     assert any("auto" in e for e in entries)
     run = """async (k) => {
@@ -320,11 +319,7 @@ def test_notedigger_plugin_adds_channels(browser, notedigger_url):
 
 def test_notedigger_asks_n_in_its_own_dialog(browser, notedigger_url):
     url, _ = notedigger_url
-    context = browser.new_context()
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    dialogs = _load_into_notedigger(page, url)
+    context, page, errors, dialogs = _notedigger_page(browser, url)
     page.evaluate("""() => [...document.querySelectorAll('.timbreamt-entry')].find(e => e.textContent.includes('N instruments')).click()""")
     page.wait_for_selector(".timbreamt-ask input")
     for bad in ("0", "17", "2.5", "three", ""):

@@ -48,9 +48,16 @@ def make_input(seconds: float, path: Path, source_dir: Path) -> Path:
         data, sr = sf.read(str(source_dir / f"{name}.wav"), dtype="float32", always_2d=True)
         mono = data.mean(axis=1)
         pieces.append(resample(mono, sr, C.GRAPH_SAMPLE_RATE) if sr != C.GRAPH_SAMPLE_RATE else mono)
-    loop = np.concatenate(pieces)
-    total = int(seconds * C.GRAPH_SAMPLE_RATE)
-    with sf.SoundFile(str(path), "w", C.GRAPH_SAMPLE_RATE, 1, subtype="PCM_16") as f:
+    return write_looped(np.concatenate(pieces), seconds, C.GRAPH_SAMPLE_RATE, path)
+
+
+def write_looped(loop: np.ndarray, seconds: float, sample_rate: int, path: Path) -> Path:
+    """A mono 16-bit WAV of ``seconds``: ``loop`` (samples,) repeated, written block by block (long test
+    audio without holding it in memory)."""
+    import soundfile as sf
+
+    total = int(seconds * sample_rate)
+    with sf.SoundFile(str(path), "w", sample_rate, 1, subtype="PCM_16") as f:
         written = 0
         while written < total:
             block = loop[: total - written]
