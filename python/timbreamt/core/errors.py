@@ -42,3 +42,11 @@ class ExportError(TimbreamtError):
     """An exported ONNX graph failed one of the exporter's guarantees."""
 
     exit_code = 7
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """An error as one line for the user: the first line of its message (at most ``limit`` characters),
+    or its type's name when it has none."""
+    text = str(exc).strip()
+    line = text.splitlines()[0].strip() if text else type(exc).__name__
+    return line[:limit] if limit else line

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.errors import TimbreamtError
+from ..core.errors import TimbreamtError, first_line
 
 # a worker's process is polled this often (seconds) while waiting for results, to notice a crash
 POLL_SECONDS = 0.2
@@ -69,7 +69,7 @@ def transcribe_file(transcriber, path: str | Path, paths: dict[str, Path], optio
         result = transcriber.transcribe(path, progress=progress, **options)
         written = write_outputs(result, paths, overwrite=overwrite)
     except (TimbreamtError, ValueError, OSError, MemoryError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         if isinstance(exc, MemoryError):
             message = "out of memory"
         if not isinstance(exc, TimbreamtError) and name not in message:

@@ -10,7 +10,7 @@ import numpy as np
 from ..core import constants as C
 from ..core.constants import MAX_THREADS
 from ..core.contract import check_count, decode_options
-from ..core.errors import ModelError
+from ..core.errors import ModelError, first_line
 
 MODEL_NAMES = ("basicamt", "septimbre")
 ARENA_SHRINKAGE = "memory.enable_memory_arena_shrinkage"     # onnxruntime run option
@@ -79,8 +79,7 @@ class Model:
         try:
             self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"cannot load model {path}: {first}") from exc
+            raise ModelError(f"cannot load model {path}: {first_line(exc, 200)}") from exc
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         if inputs != ["audio"] or outputs[:2] != ["onset", "frame"]:
