@@ -128,14 +128,10 @@ def check_options(onset_threshold: float | None = None, frame_threshold: float |
                   min_note_ms: float | None = None, instruments: int | str | None = "auto",
                   threads: int | None = None, jobs: int | None = None) -> None:
     """Check the user's options against their bounds before any model is loaded or any audio read
-    (the same checks decode_options and resolve_instruments make later, so nothing is accepted here
-    that fails there). Whether a model can separate the instruments is checked once it is loaded
+    (decode_options and resolve_instruments themselves, so nothing is accepted here that fails there). Whether a model can separate the instruments is checked once it is loaded
     (resolve_instruments). Raises OptionError naming the first bad option."""
-    for name, v in (("onset_threshold", onset_threshold), ("frame_threshold", frame_threshold)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0.0 < float(v) < 1.0):
-            raise OptionError(f"{name} must be a number between 0 and 1 (exclusive), got {v!r}")
-    if min_note_ms is not None:
-        min_note_frames_from_ms(min_note_ms)
+    # the decoding checks themselves, over defaults that pass them: only the user's values can fail
+    decode_options({}, True, onset_threshold, frame_threshold, min_note_ms=min_note_ms)
     resolve_instruments(instruments, True)
     if threads is not None:
         check_count(threads, "threads", C.MAX_THREADS)
