@@ -14,7 +14,7 @@ import numpy as np
 
 from . import cluster
 from . import notes
-from .constants import CROP_MARGIN_FRAMES, FRAME_GRID, FRAMES_PER_SECOND, N_PITCHES, NOTE_CROP_MARGIN_FRAMES, PEAK_MARGIN
+from .constants import CROP_MARGIN_FRAMES, EMBEDDING_DIM, FRAME_GRID, FRAMES_PER_SECOND, N_PITCHES, NOTE_CROP_MARGIN_FRAMES, PEAK_MARGIN
 from .windows import Window
 from .contract import DecodeOptions
 from .transcription import Note, Track, Transcription
@@ -113,11 +113,8 @@ class MapAccumulator:
                hop_seconds: float = 1 / FRAMES_PER_SECOND) -> Transcription:
         """Decode, cluster into ``instruments`` tracks (an int, 'auto', or None/1 for one track)."""
         events = self.decode()
-        note_emb = None
-        if instruments not in (None, 1):
-            if not self.with_embedding:
-                raise ValueError("separating instruments needs a model with an embedding output (septimbre)")
-            note_emb = self.note_embeddings(events)
+        # without an embedding, assign_tracks refuses any instruments but one track
+        note_emb = self.note_embeddings(events) if instruments not in (None, 1) and self.with_embedding else None
         labels, k, warnings = assign_tracks(events, note_emb, instruments)
         return build_transcription(model, sample_rate, duration, events, labels, k, warnings, hop_seconds)
 
@@ -128,7 +125,7 @@ class MapAccumulator:
         # listed block-major; concatenate once and drop the per-window lists
         keys = np.concatenate(self.block_keys) if self.block_keys else np.zeros(0, np.int64)
         self.block_keys = []
-        emb = np.concatenate(self.block_emb) if self.block_emb else np.zeros((0, 12), np.float16)
+        emb = np.concatenate(self.block_emb) if self.block_emb else np.zeros((0, EMBEDDING_DIM), np.float16)
         self.block_emb = []
         return cluster.note_embeddings(keys, emb, self.frame_map[:, :self.next_frame], self.options.frame_threshold,
                                        events["start"], events["end"], events["pitch"] - notes.MIDI_MIN,
