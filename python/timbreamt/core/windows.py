@@ -50,13 +50,17 @@ def plan_windows(n_samples: int, core_frames: int = CORE_FRAMES, context_frames:
         raise ValueError(f"n_samples must be >= 0, got {n_samples}")
     check_window_sizes(core_frames, context_frames)
     total = n_frames(n_samples)
-    windows = []
-    for core_start in range(0, total, core_frames):
-        core_end = min(core_start + core_frames, total)
-        in_start = max(0, core_start - context_frames) * GRAPH_HOP
-        in_end = min(n_samples, (core_end + context_frames) * GRAPH_HOP)
-        windows.append(Window(in_start, in_end, core_start, core_end))
-    return windows
+    return [window_around(core_start, min(core_start + core_frames, total), context_frames, n_samples)
+            for core_start in range(0, total, core_frames)]
+
+
+def window_around(core_start: int, core_end: int, context_frames: int, n_samples: int) -> Window:
+    """The window whose kept frames are [core_start, core_end): the input from ``context_frames`` before
+    to ``context_frames`` after them, cut at the file's ends (``n_samples`` known so far). One rule for the
+    planned windows (the page) and the streamed ones (the CLI), so both run the graph on the same input."""
+    in_start = max(0, core_start - context_frames) * GRAPH_HOP
+    in_end = min(n_samples, (core_end + context_frames) * GRAPH_HOP)
+    return Window(in_start, in_end, core_start, core_end)
 
 
 def window_crop(window: Window, window_frames: int, margin: int = CROP_MARGIN_FRAMES) -> tuple[int, int]:

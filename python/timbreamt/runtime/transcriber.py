@@ -21,7 +21,7 @@ from .model import Model
 from ..core.constants import CONTEXT_FRAMES, CORE_FRAMES, GRAPH_HOP, GRAPH_SAMPLE_RATE
 from ..core.contract import DecodeOptions, check_options, decode_options, resolve_instruments
 from ..core.pipeline import MapAccumulator
-from ..core.windows import Window, check_window_sizes, n_frames, window_crop
+from ..core.windows import check_window_sizes, n_frames, window_around, window_crop
 from ..core.errors import AudioError, OptionError
 from ..core.transcription import Transcription
 
@@ -63,10 +63,8 @@ def _windows_from_stream(blocks: Iterable[np.ndarray], core_frames: int, context
             core_end = min(core_start + core_frames, last_frame)
         else:
             core_end = core_start + core_frames
-        in_start = max(0, core_start - context_frames) * GRAPH_HOP
-        in_end = min(total, (core_end + context_frames) * GRAPH_HOP)
-        window = Window(in_start, in_end, core_start, core_end)
-        yield window, buf[in_start - buf_start:in_end - buf_start], total, eof
+        window = window_around(core_start, core_end, context_frames, total)
+        yield window, buf[window.in_start - buf_start:window.in_end - buf_start], total, eof
         core_start = core_end
         drop = max(0, core_start - context_frames) * GRAPH_HOP - buf_start
         if drop > 0:
