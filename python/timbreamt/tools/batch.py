@@ -11,8 +11,9 @@ Design (why it is built this way):
 - Results manifest (JSON Lines, one record per file as it finishes, fsync'd): the batch's log and its
   resume state. A re-run skips a file whose last ``done`` record matches its size, mtime and options and
   whose outputs all exist; failed files are tried again. Outputs are written to a staging folder, the
-  record is appended, then they are renamed into place: a batch killed at any point loses no result and
-  leaves no half-written output.
+  record is appended, then they are renamed into place. The record is the commit point: a re-run first
+  finishes the renames of a batch killed between the two (`recover_staged`), so a batch killed at any point
+  loses no result, redoes no recorded file and leaves no half-written output.
 - Workers that die (killed, out of memory) are restarted by Ray and their file retried ``retries`` times;
   a file that still fails, or fails to decode, is recorded with a one-line error and the others go on.
 """
@@ -282,11 +283,33 @@ def _record(p: Planned, out_dir: Path, status: str, error: str | None, reply: di
     }
 
 
-def _finish_done(p: Planned, reply: dict, out_dir: Path, staging: Path, log: ResultsLog, index: int) -> dict:
+def staged_path(staging: Path, output: Path) -> Path:
+    """Where an output waits before its rename: one flat folder, named from the output's own path so that a
+    re-run finds it again (`recover_staged`)."""
+    return staging / f"{hashlib.sha256(str(output).encode()).hexdigest()[:20]}{output.suffix}"
+
+
+def recover_staged(records: list[dict], out_dir: Path, staging: Path) -> int:
+    """Finish the renames of a batch killed after appending a file's done record but before moving all its
+    outputs into place. Returns the number of outputs moved."""
+    last_done = {rec["path"]: rec for rec in records if rec.get("status") == "done"}
+    moved = 0
+    for rec in last_done.values():
+        for rel in rec.get("outputs", []):
+            out = out_dir / rel
+            staged = staged_path(staging, out)
+            if not out.exists() and staged.is_file():
+                out.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, out)
+                moved += 1
+    return moved
+
+
+def _finish_done(p: Planned, reply: dict, out_dir: Path, staging: Path, log: ResultsLog) -> dict:
     """Write the outputs (staged), append the record, then move the outputs into place."""
     from ..runtime.outputs import write_outputs
 
-    staged = {f: staging / f"{index}.{o.name}" for f, o in p.outputs.items()}     # one flat folder
+    staged = {f: staged_path(staging, o) for f, o in p.outputs.items()}
     try:
         write_outputs(reply["result"], staged, overwrite=True)
         for o in p.outputs.values():
@@ -379,11 +402,12 @@ def run_batch(jobs: list[Job], out_dir: str | Path, formats: list[str], defaults
     models = {s: resolve_model(s) for s in specs}
     model_sha = {s: hashlib.sha256(data).hexdigest() for s, (_, data) in models.items()}
     records = read_results(results_path)
+    staging = out_dir / STAGING_NAME
+    recover_staged(records, out_dir, staging)
     todo, refused, skipped = plan(jobs, out_dir, formats, defaults, model_sha, records, overwrite)
     summary = BatchSummary(total=len(jobs), skipped=skipped, results=results_path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir / STAGING_NAME
-    shutil.rmtree(staging, ignore_errors=True)       # a killed batch's staged outputs: recorded or redone
+    shutil.rmtree(staging, ignore_errors=True)       # what is left was never recorded: it is redone
     log = ResultsLog(results_path)
 
     def note(rec: dict) -> None:
@@ -444,15 +468,14 @@ def _run_pool(todo: list[Planned], models: dict, out_dir: Path, staging: Path, l
         summary.workers = n_workers
         summary.startup_seconds = time.perf_counter() - t0
 
-        queue = iter(enumerate(todo))
-        pending: dict = {}                     # object ref -> (index, planned, actor)
+        queue = iter(todo)
+        pending: dict = {}                     # object ref -> (planned, actor)
 
         def submit(actor) -> None:
-            item = next(queue, None)
-            if item is not None:
-                i, p = item
+            p = next(queue, None)
+            if p is not None:
                 ref = actor.transcribe.remote(str(p.job.path), p.options, shipped[str(p.options["model"])])
-                pending[ref] = (i, p, actor)
+                pending[ref] = (p, actor)
 
         for actor in actors:
             for _ in range(in_flight):
@@ -463,14 +486,14 @@ def _run_pool(todo: list[Planned], models: dict, out_dir: Path, staging: Path, l
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 ref = ready[0]
-                i, p, actor = pending.pop(ref)
+                p, actor = pending.pop(ref)
                 try:
                     reply = ray.get(ref)
                 except Exception as exc:           # noqa: BLE001 - the worker died or Ray lost the result
                     reply = {"status": "failed", "error": _ray_error(ray, exc, retries)}
                 submit(actor)                      # keep the worker busy while the outputs are written
                 if reply["status"] == "done":
-                    rec = _finish_done(p, reply, out_dir, staging, log, i)
+                    rec = _finish_done(p, reply, out_dir, staging, log)
                 else:
                     rec = _record(p, out_dir, "failed", reply["error"], reply)
                     log.append(rec)
