@@ -42,7 +42,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       threads=args.threads, dynamic_mix=args.dynamic_mix, val_clips=args.val_clips,
                       conv2_rank=args.conv2_rank, conv_kernel=args.conv_kernel, neck_bins=args.neck_bins,
                       conv2_time_first=args.conv2_time_first, teacher=args.teacher or "", distill=args.distill,
-                      neck_kernel=args.neck_kernel or 0, augment=args.augment)
+                      neck_kernel=args.neck_kernel or 0, augment=args.augment, hard_mix=args.hard_mix,
+                      harmonic_labels=args.harmonic_labels, encoder_from=args.encoder_from or "")
     try:      # the note branch's shape options, checked before any data is read
         build_model(cfg.model, **cfg.note_shape())
     except ValueError as exc:
@@ -188,6 +189,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="weight of the distillation loss against the label loss (with --teacher)")
     s.add_argument("--dynamic-mix", type=float, default=0.0,
                    help="septimbre: share of examples mixed on the fly from solo clips (0-1)")
+    s.add_argument("--hard-mix", type=float, default=0.0,
+                   help="septimbre: share of the dynamic mixtures built on a hard pair: two instruments of one "
+                   "family (GM program // 8, or one procedural family) with overlapping registers (0-1)")
+    s.add_argument("--harmonic-labels", type=float, default=0.0,
+                   help="septimbre: share of notes whose silent octave and twelfth cells (where ghost notes "
+                   "appear) the encoder learns as the note's instrument (0-1)")
+    s.add_argument("--encoder-from", default=None,
+                   help="septimbre: a Septimbre run or checkpoint whose timbre encoder to start from "
+                   "(the note branch still comes from --init-from)")
     s.add_argument("--augment", choices=("basic", "full"), default="basic",
                    help="basic: gain, tilt, white noise; full: also EQ, compression, band-limiting, coloured noise")
     s.add_argument("--resume", action="store_true")

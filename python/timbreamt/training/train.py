@@ -19,6 +19,7 @@ import torch
 
 from ..core import constants as C
 from .data import add_source, list_clips, load_clip, piano_rolls, scale_peak
+from .sources import SYNTH_PROGRAM_BASE
 from ..core.errors import DataError
 from .losses import distillation_loss, info_nce, note_loss
 from .checkpoints import (atomic_save, load_basicamt_checkpoint, load_checkpoint, load_note_weights, model_from_checkpoint,
@@ -49,6 +50,17 @@ class TrainConfig:
     # septimbre: share of examples mixed on the fly from 2-4 solo clips of different programs (new
     # instrument combinations every step, instead of the fixed mixtures rendered once)
     dynamic_mix: float = 0.0
+    # septimbre: share of those dynamic mixtures that are hard (issue 18): the first two sources are
+    # different instruments of one family (GM program // 8, or one procedural family, whose every clip is a
+    # new instrument) whose registers overlap, where pitch cannot tell them apart
+    hard_mix: float = 0.0
+    # septimbre: share of notes whose silent 2nd and 3rd harmonic cells (+12, +19 semitones) are labelled
+    # with the note's part. Why: the note branch's ghost notes sit there, and two ghosts unlike every real
+    # note took a cluster of their own on three_mix (its whole 0.857 -> 0.480 drop on the v0.6.0 branch)
+    harmonic_labels: float = 0.0
+    # septimbre: a Septimbre run or checkpoint whose timbre encoder the run starts from (fine-tuning it on
+    # the --init-from note branch)
+    encoder_from: str = ""
     # basicamt: a trained BasicAMT run or checkpoint whose onset and frame probabilities the model also
     # learns to match (knowledge distillation, weight ``distill`` against the label loss's 1). Why: a
     # cheaper note branch trained on labels alone ended below the larger one it started from (tried on
@@ -69,7 +81,14 @@ class ClipSampler:
     """Random training crops from a folder of clips (kept in memory as float16)."""
 
     def __init__(self, data_dir: str | Path, segment_seconds: float, rng: np.random.Generator,
-                 multi_part_only: bool = False, dynamic_mix: float = 0.0, augment_mode: str = "basic") -> None:
+                 multi_part_only: bool = False, dynamic_mix: float = 0.0, augment_mode: str = "basic",
+                 hard_mix: float = 0.0, harmonic_labels: float = 0.0) -> None:
+        for name, share in (("--dynamic-mix", dynamic_mix), ("--hard-mix", hard_mix),
+                            ("--harmonic-labels", harmonic_labels)):
+            if not 0.0 <= share <= 1.0:
+                raise DataError(f"{name} must be a share between 0 and 1, got {share}")
+        if hard_mix > 0 and dynamic_mix <= 0:
+            raise DataError("--hard-mix is a share of the dynamic mixtures: it needs --dynamic-mix > 0")
         clips = [load_clip(p) for p in list_clips(data_dir)]
         self.clips = clips
         self.solo = [c for c in clips if len(c["programs"]) == 1] if dynamic_mix > 0 else []
@@ -81,6 +100,12 @@ class ClipSampler:
         if dynamic_mix > 0 and self.solo_programs < 2:
             raise DataError(f"dynamic mixing needs solo clips of at least two programs in {data_dir}")
         self.dynamic_mix = dynamic_mix
+        self.hard_mix = hard_mix
+        self.harmonic_labels = harmonic_labels
+        # who plays each solo clip, its family and register (for the hard mixtures)
+        self.solo_identity = [timbre_identity(c, i) for i, c in enumerate(self.solo)]
+        self.solo_family = [timbre_family(int(c["programs"][0])) for c in self.solo]
+        self.solo_register = [register_of(c["notes"]) for c in self.solo]
         if augment_mode not in AUGMENT_MODES:
             raise DataError(f"--augment must be one of {', '.join(AUGMENT_MODES)}, got {augment_mode!r}")
         self.augment_mode = augment_mode
@@ -100,14 +125,18 @@ class ClipSampler:
         return seg, notes
 
     def _dynamic_mixture(self) -> tuple[np.ndarray, np.ndarray]:
-        """2-4 solo crops of different programs summed with random gains; part = source index."""
+        """2-4 solo crops of different programs summed with random gains; part = source index. A share
+        ``hard_mix`` of them starts with a hard pair instead (see _hard_sources)."""
         n = int(self.rng.integers(2, 5))
-        chosen, programs = [], set()
-        while len(chosen) < n and len(programs) < self.solo_programs:
-            clip = self.solo[int(self.rng.integers(len(self.solo)))]
-            if int(clip["programs"][0]) not in programs:
-                programs.add(int(clip["programs"][0]))
-                chosen.append(clip)
+        if self.hard_mix > 0 and self.rng.random() < self.hard_mix:
+            chosen = [self.solo[i] for i in self._hard_sources(n)]
+        else:
+            chosen, programs = [], set()
+            while len(chosen) < n and len(programs) < self.solo_programs:
+                clip = self.solo[int(self.rng.integers(len(self.solo)))]
+                if int(clip["programs"][0]) not in programs:
+                    programs.add(int(clip["programs"][0]))
+                    chosen.append(clip)
         mix = np.zeros(self.segment, dtype=np.float32)
         rows = []
         for k, clip in enumerate(chosen):
@@ -117,6 +146,30 @@ class ClipSampler:
             rows.append(notes)
         scale_peak(mix, self.rng, (0.2, 0.95))
         return mix, np.concatenate(rows)
+
+    def _hard_sources(self, n: int) -> list[int]:
+        """Indices of up to ``n`` solo clips of different instruments (timbre_identity): a random first
+        one, then its hardest partner (same family and overlapping register, else same family, else
+        overlapping register, else any other instrument), then random others."""
+        first = int(self.rng.integers(len(self.solo)))
+        ident, family, register = self.solo_identity[first], self.solo_family[first], self.solo_register[first]
+        others = [j for j in range(len(self.solo)) if self.solo_identity[j] != ident]
+        if not others:
+            return [first]
+        same = [j for j in others if self.solo_family[j] == family]
+        near = {j for j in others if registers_overlap(register, self.solo_register[j])}
+        both = [j for j in same if j in near]
+        pool = both or same or sorted(near) or others
+        chosen = [first, pool[int(self.rng.integers(len(pool)))]]
+        used = {self.solo_identity[j] for j in chosen}
+        for _ in range(HARD_MIX_DRAWS):
+            if len(chosen) >= n:
+                break
+            j = int(self.rng.integers(len(self.solo)))
+            if self.solo_identity[j] not in used:
+                used.add(self.solo_identity[j])
+                chosen.append(j)
+        return chosen
 
     def batch(self, size: int, noise_prob: float) -> dict[str, torch.Tensor]:
         audios, frames, onsets, parts = [], [], [], []
@@ -135,6 +188,8 @@ class ClipSampler:
                 seg = (self.rng.standard_normal(len(seg)) * self.rng.choice([0.0, 1e-5, 1e-3])).astype(np.float32)
                 notes = notes[:0]
             rolls = piano_rolls(notes, n_frames)
+            if self.harmonic_labels > 0:
+                rolls["part"] = label_harmonics(rolls["part"], notes, n_frames, self.rng, self.harmonic_labels)
             audios.append(seg)
             frames.append(rolls["frame"])
             onsets.append(rolls["onset"])
@@ -146,6 +201,53 @@ class ClipSampler:
 
 AUGMENT_MODES = ("basic", "full")
 FULL_AUGMENT_PROB = 0.3
+HARD_MIX_DRAWS = 50           # random draws for a hard mixture's sources after its pair (then it has fewer)
+MIN_REGISTER_OVERLAP = 3      # semitones two clips' registers share to count as overlapping (crossing parts)
+HARMONIC_INTERVALS = (12, 19)  # semitones above a note: its 2nd and 3rd harmonics, where ghost notes sit
+
+
+def timbre_identity(clip: dict, index: int) -> tuple:
+    """Who plays a solo clip, for "different instruments": a GM program (the two training soundfonts
+    sound alike on most programs, so the soundfont does not make a new instrument), or for a
+    procedural part the clip itself (every rendered clip draws a new instrument of its family)."""
+    program = int(clip["programs"][0])
+    return ("procedural", index) if program >= SYNTH_PROGRAM_BASE else ("gm", program)
+
+
+def timbre_family(program: int) -> int:
+    """GM family (program // 8) or, for a procedural part, its program (one per synthesis family)."""
+    return program if program >= SYNTH_PROGRAM_BASE else program // 8
+
+
+def register_of(notes: np.ndarray) -> tuple[float, float]:
+    """The pitch range (10th, 90th percentile, MIDI) of a clip's notes (n, 4); (nan, nan) without notes."""
+    if not len(notes):
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(notes[:, 0], [10, 90])
+    return float(lo), float(hi)
+
+
+def registers_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """True when two registers share at least MIN_REGISTER_OVERLAP semitones (or the narrower one sits
+    inside the other)."""
+    shared = min(a[1], b[1]) - max(a[0], b[0])
+    return bool(shared >= min(MIN_REGISTER_OVERLAP, a[1] - a[0], b[1] - b[0]) and shared >= 0)
+
+
+def label_harmonics(part: np.ndarray, notes: np.ndarray, n_frames: int, rng: np.random.Generator,
+                    share: float) -> np.ndarray:
+    """The part roll (84, T) int16 with the silent cells (-1) at HARMONIC_INTERVALS above a random
+    ``share`` of the notes (n, 4) labelled with that note's part (-2 where the harmonics of two parts
+    meet). Cells of real notes keep their labels; the frame and onset targets are not touched."""
+    picked = notes[rng.random(len(notes)) < share]
+    if not len(picked):
+        return part
+    shifted = np.concatenate([picked + np.array([iv, 0, 0, 0], dtype=notes.dtype) for iv in HARMONIC_INTERVALS])
+    harmonic = piano_rolls(shifted, n_frames)["part"]
+    out = part.copy()
+    free = out == -1
+    out[free] = harmonic[free]
+    return out
 
 
 def augment(audio: np.ndarray, rng: np.random.Generator, noise_prob: float) -> np.ndarray:
@@ -292,8 +394,12 @@ def start_processes(config: TrainConfig) -> tuple[int, int, torch.device]:
 def make_sampler(config: TrainConfig, data_dir: str | Path, rng: np.random.Generator) -> ClipSampler:
     """Training crops: Septimbre reads mixtures only (and may mix solo clips on the fly)."""
     septimbre = config.model == "septimbre"
+    if not septimbre and (config.hard_mix or config.harmonic_labels or config.encoder_from):
+        raise DataError("--hard-mix, --harmonic-labels and --encoder-from train septimbre's encoder only")
     return ClipSampler(data_dir, config.segment_seconds, rng, multi_part_only=septimbre,
-                       dynamic_mix=config.dynamic_mix if septimbre else 0.0, augment_mode=config.augment)
+                       dynamic_mix=config.dynamic_mix if septimbre else 0.0, augment_mode=config.augment,
+                       hard_mix=config.hard_mix if septimbre else 0.0,
+                       harmonic_labels=config.harmonic_labels if septimbre else 0.0)
 
 
 def _septimbre_from_notes(config: TrainConfig) -> torch.nn.Module:
@@ -306,9 +412,24 @@ def _septimbre_from_notes(config: TrainConfig) -> torch.nn.Module:
         setattr(config, key, value)
     model = build_model(config.model, **shape)
     load_note_weights(model, note_ckpt, config.init_from)
+    if config.encoder_from:
+        load_encoder_weights(model, config.encoder_from)
     for name, p in model.named_parameters():
         p.requires_grad = name.startswith("timbre.")
     return model
+
+
+def load_encoder_weights(model: torch.nn.Module, source: str) -> None:
+    """Load a Septimbre checkpoint's timbre encoder (timbre.*) into ``model``; DataError otherwise."""
+    ckpt = load_checkpoint(source)
+    state = {k: v for k, v in ckpt["model"].items() if k.startswith("timbre.")}
+    if ckpt["config"]["model"] != "septimbre" or not state:
+        raise DataError(f"--encoder-from {source} is not a Septimbre checkpoint (no timbre encoder)")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    wrong = [k for k in missing if k.startswith("timbre.")]
+    if unexpected or wrong:
+        raise DataError(f"--encoder-from {source} does not fit this encoder: {(unexpected or wrong)[0]}")
+    print(f"timbre encoder from {source}", flush=True)
 
 
 def _basicamt_fine_tuned(config: TrainConfig) -> torch.nn.Module:
