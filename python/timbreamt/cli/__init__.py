@@ -16,7 +16,7 @@ from .. import __version__
 from ..core.errors import OutputError, TimbreamtError
 
 # command groups, in the order of `timbreamt --help`
-GROUPS = ("transcribe", "train", "web", "batch")
+GROUPS = ("transcribe", "train", "count", "web", "batch")
 
 # streams whose reader has gone (EPIPE) or that failed (ENOSPC...): name -> the OSError
 _LOST: dict[str, OSError] = {}

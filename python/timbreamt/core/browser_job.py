@@ -42,6 +42,7 @@ class BrowserJob:
         options = decode_options(metadata or {}, has_embedding, onset_threshold, frame_threshold,
                                  min_note_frames=None if min_note_frames is None else int(min_note_frames),
                                  melodia=None if melodia is None else bool(melodia))
+        self.count_model = options.count_model
         self.n_samples = int(n_samples)
         self.model = str(model)
         self.sample_rate = int(sample_rate)
@@ -89,7 +90,7 @@ class BrowserJob:
         if self.events is None:
             raise ValueError("finish() the job before regrouping it")
         k_asked = resolve_instruments(instruments, self.note_emb is not None, self.model)
-        labels, k, warnings = assign_tracks(self.events, self.note_emb, k_asked)
+        labels, k, warnings = assign_tracks(self.events, self.note_emb, k_asked, self.count_model)
         if k_asked == "auto":
             self.auto_instruments = k
         self.instruments = k_asked

@@ -87,7 +87,7 @@ def affinity(embeddings: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return np.exp((e @ e.T) / temperature)
 
 
-def _spectrum(aff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def spectrum(aff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (descending) and eigenvectors of the normalised affinity D^-1/2 A D^-1/2."""
     inv_sqrt = 1.0 / np.sqrt(aff.sum(axis=1))
     aff *= inv_sqrt[:, None]                 # in place: the affinity is ours and n x n is the big array
@@ -126,14 +126,15 @@ def estimate_k(embeddings: np.ndarray, max_k: int = MAX_AUTO_CLUSTERS, temperatu
     n = len(embeddings)
     if n <= 1:
         return n
-    sub = np.asarray(embeddings)[_subset(n, MAX_SPECTRAL_NOTES)]   # bounded memory: n x n affinity
-    vals, _ = _spectrum(affinity(sub, temperature))
+    sub = np.asarray(embeddings)[subset_indices(n, MAX_SPECTRAL_NOTES)]   # bounded memory: n x n affinity
+    vals, _ = spectrum(affinity(sub, temperature))
     top = vals[:min(max_k, len(sub) - 1) + 1]
     gaps = top[:-1] - top[1:]
     return int(np.argmax(gaps)) + 1
 
 
-def _subset(n: int, limit: int) -> np.ndarray:
+def subset_indices(n: int, limit: int = MAX_SPECTRAL_NOTES) -> np.ndarray:
+    """Indices of at most ``limit`` evenly spaced items of n (all of them when n <= limit)."""
     return np.arange(n) if n <= limit else np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
 
 
@@ -154,17 +155,23 @@ def spectral_labels(embeddings: np.ndarray, k: int, temperature: float = 1.0,
     k = min(k, n)
     if k == 1:
         return np.zeros(n, dtype=np.int64)
-    idx = _subset(n, max_notes)
-    _, vecs = _spectrum(affinity(e[idx], temperature))
-    sub_labels = cluster_qr(vecs[:, :k])
-    labels = np.empty(n, dtype=np.int64)
+    idx = subset_indices(n, max_notes)
+    _, vecs = spectrum(affinity(e[idx], temperature))
+    return canonical_labels(extend_labels(e, idx, cluster_qr(vecs[:, :k]), k))
+
+
+def extend_labels(embeddings: np.ndarray, idx: np.ndarray, sub_labels: np.ndarray, k: int) -> np.ndarray:
+    """Labels (n,) of all notes from those of the subset ``idx``: every other note joins the cluster
+    whose mean embedding is nearest (cosine)."""
+    e = np.asarray(embeddings, dtype=np.float64)
+    labels = np.empty(len(e), dtype=np.int64)
     labels[idx] = sub_labels
-    if len(idx) < n:
+    if len(idx) < len(e):
         centroids = np.zeros((k, e.shape[1]))
         np.add.at(centroids, sub_labels, e[idx])
-        rest = np.setdiff1d(np.arange(n), idx)
+        rest = np.setdiff1d(np.arange(len(e)), idx)
         labels[rest] = np.argmax(e[rest] @ centroids.T, axis=1)
-    return canonical_labels(labels)
+    return labels
 
 
 def canonical_labels(labels: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from . import constants as C
 from . import notes
+from .count import CountModel, count_model_from_metadata
 from .errors import ModelError, OptionError
 
 
@@ -26,6 +27,8 @@ class DecodeOptions:
     min_note_frames: int = C.MIN_NOTE_FRAMES
     energy_tolerance: int = C.ENERGY_TOLERANCE
     melodia: bool = True
+    # clustering: how --instruments auto counts (core/count.py); None: the eigengap
+    count_model: CountModel | None = None
 
     def validate(self) -> None:
         """Raise OptionError (a ValueError) naming the first option out of its range."""
@@ -71,7 +74,8 @@ def decode_options(metadata: Mapping[str, str], has_embedding: bool, onset_thres
             min_note_frames=int(metadata.get("min_note_frames", C.MIN_NOTE_FRAMES)),
             energy_tolerance=C.ENERGY_TOLERANCE,
             # the melodia pass (notes from frame activity without an onset) is calibrated per model
-            melodia=metadata.get("melodia", "1") != "0")
+            melodia=metadata.get("melodia", "1") != "0",
+            count_model=count_model_from_metadata(metadata) if has_embedding else None)
     except ValueError as exc:
         raise ModelError(f"the model's metadata holds an unreadable decoding default: {exc}") from exc
     if onset_threshold is not None:

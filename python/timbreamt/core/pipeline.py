@@ -17,6 +17,7 @@ from . import notes
 from .constants import CROP_MARGIN_FRAMES, EMBEDDING_DIM, FRAME_GRID, FRAMES_PER_SECOND, N_PITCHES, NOTE_CROP_MARGIN_FRAMES, PEAK_MARGIN
 from .windows import Window
 from .contract import DecodeOptions
+from .count import CountModel, estimate_count
 from .transcription import Note, Track, Transcription
 
 AUTO_ONE_WARNING = ("one instrument found automatically; if there are more, give their number "
@@ -115,7 +116,7 @@ class MapAccumulator:
         events = self.decode()
         # without an embedding, assign_tracks refuses any instruments but one track
         note_emb = self.note_embeddings(events) if instruments not in (None, 1) and self.with_embedding else None
-        labels, k, warnings = assign_tracks(events, note_emb, instruments)
+        labels, k, warnings = assign_tracks(events, note_emb, instruments, self.options.count_model)
         return build_transcription(model, sample_rate, duration, events, labels, k, warnings, hop_seconds)
 
     def note_embeddings(self, events: np.ndarray) -> np.ndarray:
@@ -132,12 +133,12 @@ class MapAccumulator:
                                        block_frames=FRAME_GRID)
 
 
-def assign_tracks(events: np.ndarray, note_emb: np.ndarray | None,
-                  instruments: int | str | None) -> tuple[np.ndarray, int, list[str]]:
+def assign_tracks(events: np.ndarray, note_emb: np.ndarray | None, instruments: int | str | None,
+                  count_model: CountModel | None = None) -> tuple[np.ndarray, int, list[str]]:
     """(labels (n,) int64, number of tracks k, warnings) for decoded ``events`` (notes.NOTE_DTYPE).
 
-    instruments: None/1 (one track), 'auto' (eigengap estimate) or an int N; note_emb (n, D) is
-    needed unless one track is asked. Cheap next to decoding: the page calls it again for another N
+    instruments: None/1 (one track), 'auto' (estimated by ``count_model``, the graph's fitted
+    estimator, else by the eigengap) or an int N; note_emb (n, D) is needed unless one track is asked. Cheap next to decoding: the page calls it again for another N
     without running the model (core/browser_job.py)."""
     warnings: list[str] = []
     labels = np.zeros(len(events), dtype=np.int64)
@@ -146,7 +147,7 @@ def assign_tracks(events: np.ndarray, note_emb: np.ndarray | None,
     if note_emb is None:
         raise ValueError("separating instruments needs a model with an embedding output (septimbre)")
     if instruments == "auto":
-        k = max(1, cluster.estimate_k(note_emb))
+        k = max(1, estimate_count(events["start"], events["end"], note_emb, count_model))
         if k == 1 and len(events) > 1:
             # measured: on validation and held-out mixtures the estimate most often errs by saying 1
             warnings.append(AUTO_ONE_WARNING)

@@ -115,6 +115,21 @@ class Transcriber:
         melodia: add notes from frame activity that has no onset (None: the model's calibrated default).
         """
         instruments = resolve_instruments(instruments, self.model.has_embedding, self.model.name)
+        acc, sample_rate, duration, warnings = self.accumulate(
+            audio, sr, instruments is not None, onset_threshold, frame_threshold, min_note_ms, progress,
+            core_frames, context_frames, melodia)
+        result = acc.finish(self.model.name, sample_rate, duration, instruments)
+        result.warnings[:0] = warnings
+        return result
+
+    def accumulate(self, audio: str | Path | np.ndarray, sr: int | None = None, with_embedding: bool = True,
+                   onset_threshold: float | None = None, frame_threshold: float | None = None,
+                   min_note_ms: float | None = None, progress: Callable[[float], None] | None = None,
+                   core_frames: int = CORE_FRAMES, context_frames: int = CONTEXT_FRAMES,
+                   melodia: bool | None = None) -> tuple[MapAccumulator, int, float, list[str]]:
+        """Run the model over the audio: (the accumulated maps, the input's sample rate, its duration in
+        seconds, warnings). ``transcribe`` finishes them into tracks; tools that need the notes and their
+        embeddings themselves (training/count.py) call ``decode`` and ``note_embeddings`` on them."""
         opts = self.options(onset_threshold, frame_threshold, min_note_ms, melodia)
         warnings: list[str] = []
         stream = None
@@ -131,7 +146,7 @@ class Transcriber:
             sample_rate, blocks, expected = int(sr), iter([samples]), len(samples) / GRAPH_SAMPLE_RATE
         # the header's length is only a hint for the frame map's first size, capped: a header may lie
         hint = min(n_frames(int(expected * GRAPH_SAMPLE_RATE)), MAX_PREALLOCATED_FRAMES)
-        acc = MapAccumulator(opts, with_embedding=self.model.has_embedding and instruments is not None,
+        acc = MapAccumulator(opts, with_embedding=self.model.has_embedding and with_embedding,
                              expected_frames=hint)
         total = 0
         try:
@@ -154,9 +169,7 @@ class Transcriber:
         if total == 0:
             where = f"{audio}: " if stream else ""
             raise AudioError(f"{where}audio is empty (0 samples)")
-        result = acc.finish(self.model.name, sample_rate, total / GRAPH_SAMPLE_RATE, instruments)
-        result.warnings[:0] = warnings
-        return result
+        return acc, sample_rate, total / GRAPH_SAMPLE_RATE, warnings
 
 def transcribe(audio: str | Path | np.ndarray, sr: int | None = None, model: str | Path = "septimbre",
                instruments: int | str | None = "auto", onset_threshold: float | None = None,

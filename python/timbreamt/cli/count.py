@@ -1,0 +1,25 @@
+"""The fit-count command: fit the --instruments auto estimator (core/count.py) into a Septimbre graph."""
+from __future__ import annotations
+
+import argparse
+
+
+def _folders(value: str) -> list[str]:
+    return [v for v in value.split(",") if v]
+
+
+def _cmd_fit_count(args: argparse.Namespace) -> int:
+    from ..training.count import fit_graph_count
+
+    fit_graph_count(args.graph, _folders(args.data), _folders(args.val), threads=args.threads)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("fit-count", help="fit how --instruments auto counts instruments, into a septimbre graph")
+    s.add_argument("graph", help="the septimbre .onnx to write the estimator into (its metadata; weights untouched)")
+    s.add_argument("--data", required=True, help="rendered training clip folder(s), comma-separated (timbreamt data)")
+    s.add_argument("--val", required=True, help="validation clip folder(s), comma-separated: choose the "
+                   "regularisation on them (use timbre sources never trained on: timbreamt data --ood)")
+    s.add_argument("--threads", type=int, default=2)
+    s.set_defaults(func=_cmd_fit_count)

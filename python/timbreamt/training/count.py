@@ -1,0 +1,130 @@
+"""Fit the instrument-count estimator of ``--instruments auto`` (core/count.py) for one Septimbre graph.
+
+The graph transcribes rendered clips whose number of instruments is known (their ``programs``); each clip's
+notes and note embeddings give its features; a class-balanced multinomial logistic regression is fitted on
+training clips for each L2 strength of a small grid, and the strength whose balanced accuracy is best on the
+validation clips (timbre sources never trained on: ``timbreamt data --ood``) is kept. The result is written
+into the graph's metadata, next to its decoding defaults, so it always travels with the encoder it was
+fitted for. Deterministic: plain gradient descent from zeros, no random start.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..core import cluster
+from ..core import constants as C
+from ..core import count as count_core
+from ..core.errors import DataError
+from .data import list_clips, load_clip
+
+L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)
+STEPS = 3000
+LEARNING_RATE = 0.5
+
+
+def clip_features(graph: str | Path, clip_dirs: list[str | Path],
+                  threads: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features (clips, F), true counts (clips,), the eigengap's counts (clips,)) of every rendered clip
+    (training/data.py, at C.SAMPLE_RATE) in which the graph found at least count.MIN_NOTES notes."""
+    from ..runtime.transcriber import Transcriber
+
+    tr = Transcriber(graph, threads=threads)
+    if not tr.model.has_embedding:
+        raise DataError(f"{graph} has no timbre embedding: only Septimbre graphs count instruments")
+    feats, counts, eigengap = [], [], []
+    for folder in clip_dirs:
+        for path in list_clips(folder):
+            clip = load_clip(path)
+            acc, *_ = tr.accumulate(clip["audio"].astype(np.float32), sr=C.SAMPLE_RATE)
+            events = acc.decode()
+            if len(events) < count_core.MIN_NOTES:
+                continue
+            emb = acc.note_embeddings(events)
+            feats.append(count_core.count_features(events["start"], events["end"], emb))
+            counts.append(len(clip["programs"]))
+            eigengap.append(cluster.estimate_k(emb))
+    if not feats:
+        raise DataError("no clip gave enough notes to fit the count on")
+    return np.asarray(feats), np.asarray(counts, dtype=np.int64), np.asarray(eigengap, dtype=np.int64)
+
+
+def fit_count_model(features: np.ndarray, counts: np.ndarray, l2: float) -> count_core.CountModel:
+    """Class-balanced multinomial logistic regression of counts (n,) on features (n, F)."""
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(counts, dtype=np.int64)
+    if x.ndim != 2 or x.shape != (len(y), len(count_core.FEATURE_NAMES)):
+        raise ValueError(f"features must be (n, {len(count_core.FEATURE_NAMES)}) with n = len(counts), got {x.shape}")
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise DataError(f"fitting a count needs clips of at least two counts, got only {classes.tolist()}")
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0                     # a constant feature: leave it unscaled
+    z = (x - mean) / scale
+    onehot = (y[:, None] == classes[None, :]).astype(np.float64)
+    # every count weighs the same however many clips it has: the clips users bring are not our mix
+    sample_weight = (onehot / onehot.sum(axis=0)).sum(axis=1)
+    sample_weight /= sample_weight.sum()
+    weights = np.zeros((x.shape[1], len(classes)))
+    bias = np.zeros(len(classes))
+    for _ in range(STEPS):
+        scores = z @ weights + bias
+        scores -= scores.max(axis=1, keepdims=True)
+        prob = np.exp(scores)
+        prob /= prob.sum(axis=1, keepdims=True)
+        grad = (prob - onehot) * sample_weight[:, None]
+        weights -= LEARNING_RATE * (z.T @ grad + l2 * weights)
+        bias -= LEARNING_RATE * grad.sum(axis=0)
+    return count_core.CountModel(tuple(int(c) for c in classes), mean, scale, weights, bias)
+
+
+def balanced_accuracy(predicted: np.ndarray, counts: np.ndarray) -> float:
+    """Mean over the true counts present of the share of clips counted right."""
+    return float(np.mean([np.mean(predicted[counts == c] == c) for c in np.unique(counts)]))
+
+
+def predict_all(model: count_core.CountModel, features: np.ndarray) -> np.ndarray:
+    return np.array([model.predict(f) for f in features], dtype=np.int64)
+
+
+def write_count_model(graph: str | Path, model: count_core.CountModel) -> None:
+    """Store ``model`` as the graph's ``count_model`` metadata entry (the weights are untouched)."""
+    import onnx
+
+    graph = Path(graph)
+    proto = onnx.load(str(graph))
+    kept = [(e.key, e.value) for e in proto.metadata_props if e.key != "count_model"]
+    del proto.metadata_props[:]
+    for key, value in kept + [("count_model", model.to_json())]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    tmp = graph.with_name(graph.name + ".tmp")
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, graph)
+
+
+def fit_graph_count(graph: str | Path, train_dirs: list[str | Path], val_dirs: list[str | Path],
+                    threads: int = 2, log=print) -> dict:
+    """Fit, select the L2 strength on ``val_dirs``, write the model into ``graph``; returns the figures
+    (balanced accuracy and accuracy on the validation clips, with the eigengap's for comparison)."""
+    x_train, y_train, _ = clip_features(graph, train_dirs, threads)
+    x_val, y_val, eig_val = clip_features(graph, val_dirs, threads)
+    log(f"{len(y_train)} training clips, {len(y_val)} validation clips; eigengap on validation: balanced "
+        f"accuracy {balanced_accuracy(eig_val, y_val):.3f}, accuracy {np.mean(eig_val == y_val):.3f}")
+    rows = []
+    for l2 in L2_GRID:
+        model = fit_count_model(x_train, y_train, l2)
+        p_val = predict_all(model, x_val)
+        rows.append({"l2": l2, "train": balanced_accuracy(predict_all(model, x_train), y_train),
+                     "val": balanced_accuracy(p_val, y_val), "val_accuracy": float(np.mean(p_val == y_val)),
+                     "model": model})
+        log(f"l2 {l2:g}: balanced accuracy train {rows[-1]['train']:.3f}, validation {rows[-1]['val']:.3f} "
+            f"(accuracy {rows[-1]['val_accuracy']:.3f})")
+    best = max(rows, key=lambda r: (r["val"], r["l2"]))       # ties: the stronger regularisation
+    write_count_model(graph, best["model"])
+    log(f"kept l2 {best['l2']:g}; written into {graph}")
+    return {k: v for k, v in best.items() if k != "model"} | {
+        "train_clips": len(y_train), "val_clips": len(y_val),
+        "eigengap_val": balanced_accuracy(eig_val, y_val), "eigengap_val_accuracy": float(np.mean(eig_val == y_val))}

@@ -1,0 +1,154 @@
+"""The instrument-count estimator of --instruments auto: features, the model's format, fitting, and its
+path from a graph's metadata to the tracks of the CLI and the page."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import REFERENCE
+from timbreamt.core import count
+from timbreamt.core.contract import decode_options
+from timbreamt.core.errors import ModelError
+from timbreamt.core.pipeline import assign_tracks
+from timbreamt.core.notes import NOTE_DTYPE
+
+F = len(count.FEATURE_NAMES)
+
+
+def timbres(k, dim=12, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.linalg.qr(rng.standard_normal((dim, dim)))[0][:k]
+
+
+def parts(k, notes_per_part=20, note_frames=10, seed=0):
+    """k monophonic parts playing at once, each with its own timbre: starts, ends, embeddings."""
+    rng = np.random.default_rng(seed)
+    centres = timbres(k, seed=seed)
+    starts, ends, emb = [], [], []
+    for part in range(k):
+        s = np.arange(notes_per_part) * note_frames + part            # one note after another
+        starts.append(s)
+        ends.append(s + note_frames - 1)
+        e = centres[part] + 0.1 * rng.standard_normal((notes_per_part, 12))
+        emb.append(e / np.linalg.norm(e, axis=1, keepdims=True))
+    return np.concatenate(starts), np.concatenate(ends), np.concatenate(emb)
+
+
+def always(n, classes=(1, 2, 3, 4)):
+    """A count model that answers n whatever it is shown."""
+    bias = np.where(np.array(classes) == n, 10.0, 0.0)
+    return count.CountModel(tuple(classes), np.zeros(F), np.ones(F), np.zeros((F, len(classes))), bias)
+
+
+def test_features_see_polyphony_and_overlap_within_timbre_groups():
+    solo = count.count_features(*parts(1))
+    quartet = count.count_features(*parts(4))
+    names = count.FEATURE_NAMES
+    get = lambda f, name: f[names.index(name)]                      # noqa: E731
+    assert get(solo, "polyphony>=2") == 0.0 and get(solo, "mean polyphony") == 1.0
+    assert get(quartet, "polyphony>=4") > 0.5 and get(quartet, "polyphony q0.9") == 4.0
+    # four monophonic timbres: split in 4 no group overlaps itself, split in 2 every group does
+    assert get(quartet, "overlap within 4 groups") == 0.0
+    assert get(quartet, "overlap within 2 groups") > 0.5
+    # four timbres: four leading eigenvalues near 1, then a gap; one timbre: no second one
+    assert get(quartet, "eigenvalue 4") > 0.8 > 0.2 > get(quartet, "eigenvalue 5")
+    assert get(solo, "eigenvalue 2") < 0.2
+    assert solo.shape == quartet.shape == (F,) and np.all(np.isfinite(quartet))
+
+
+def test_features_of_long_clips_use_every_note_for_the_groups():
+    starts, ends, emb = parts(4, notes_per_part=400)                  # 1,600 notes: a subset for the spectrum
+    f = count.count_features(starts, ends, emb)
+    assert f[count.FEATURE_NAMES.index("overlap within 4 groups")] == 0.0
+
+
+@pytest.mark.parametrize("args, message", [
+    ((np.array([0, 1]), np.array([2, 3]), np.ones((2, 12))), "at least 3 notes"),
+    ((np.array([0, 1, 2]), np.array([2, 3]), np.ones((3, 12))), "must agree"),
+    ((np.array([0, 1, 5]), np.array([2, 3, 5]), np.ones((3, 12))), "0 <= start < end"),
+])
+def test_features_refuse_bad_input(args, message):
+    with pytest.raises(ValueError, match=message):
+        count.count_features(*args)
+
+
+def test_model_json_round_trip_and_checks():
+    rng = np.random.default_rng(1)
+    model = count.CountModel((1, 2, 3), rng.standard_normal(F), rng.random(F) + 0.5,
+                             rng.standard_normal((F, 3)), rng.standard_normal(3))
+    back = count.CountModel.from_json(model.to_json())
+    x = rng.standard_normal(F)
+    assert back.predict(x) == model.predict(x) and back.classes == (1, 2, 3)
+    d = json.loads(model.to_json())
+    for change, message in [({"weights": [[0.0] * 3] * (F - 1)}, "weights has shape"),
+                            ({"features": ["x"] * F}, "other features"),
+                            ({"classes": [0, 1, 2]}, "counts >= 1"),
+                            ({"scale": [0.0] * F}, "scale <= 0"),
+                            ({"bias": [float("nan")] * 3}, "non-finite")]:
+        with pytest.raises(ValueError, match=message):
+            count.CountModel.from_json(json.dumps({**d, **change}))
+    with pytest.raises(ValueError, match="not a readable count model"):
+        count.CountModel.from_json("{")
+
+
+def test_graph_metadata_carries_the_model_to_the_decoding_options():
+    model = always(3)
+    opts = decode_options({"count_model": model.to_json()}, has_embedding=True)
+    assert opts.count_model is not None and opts.count_model.predict(np.zeros(F)) == 3
+    assert decode_options({}, has_embedding=True).count_model is None                 # old graphs: eigengap
+    assert decode_options({"count_model": model.to_json()}, has_embedding=False).count_model is None
+    with pytest.raises(ModelError, match="count_model"):
+        decode_options({"count_model": "[1, 2]"}, has_embedding=True)
+
+
+def test_auto_uses_the_model_and_falls_back_to_the_eigengap():
+    starts, ends, emb = parts(2)
+    events = np.zeros(len(starts), dtype=NOTE_DTYPE)
+    events["start"], events["end"], events["pitch"] = starts, ends, 60
+    labels, k, _ = assign_tracks(events, emb, "auto", always(3))
+    assert k == 3 and set(labels.tolist()) == {0, 1, 2}
+    _, k_eigengap, _ = assign_tracks(events, emb, "auto", None)
+    assert k_eigengap == 2
+    _, k_given, _ = assign_tracks(events, emb, 4, always(3))          # a given N is never overridden
+    assert k_given == 4
+    assert assign_tracks(events[:2], emb[:2], "auto", always(3))[1] == 1    # too few notes to count
+
+
+def test_fit_recovers_counts_and_balances_them():
+    from timbreamt.training.count import balanced_accuracy, fit_count_model, predict_all
+
+    rng = np.random.default_rng(2)
+    counts = np.repeat([1, 2, 3, 4], [200, 20, 20, 60])                  # unbalanced, like the renders
+    x = rng.standard_normal((len(counts), F)) * 0.3
+    x[:, 0] += counts                                                     # one feature tells the count
+    model = fit_count_model(x, counts, l2=1e-2)
+    assert model.classes == (1, 2, 3, 4)
+    assert balanced_accuracy(predict_all(model, x), counts) > 0.95
+    again = fit_count_model(x, counts, l2=1e-2)
+    assert np.array_equal(again.weights, model.weights)                   # deterministic
+    with pytest.raises(ValueError, match="features must be"):
+        fit_count_model(x[:, :3], counts, 1e-2)
+
+
+def test_a_graph_with_a_count_model_counts_with_it(tmp_path, shipped_models):
+    """Written into a copy of the shipped graph, a model that always says 3 makes auto give 3 tracks
+    through the runtime (the CLI's path), and the metadata reader the page uses sees it too."""
+    pytest.importorskip("onnx")
+    from timbreamt.core.graph_metadata import read_metadata
+    from timbreamt.runtime.transcriber import Transcriber
+    from timbreamt.training.count import write_count_model
+
+    graph = tmp_path / "septimbre.onnx"
+    shutil.copy(shipped_models / "septimbre.onnx", graph)
+    before = read_metadata(graph.read_bytes())
+    write_count_model(graph, always(3))
+    after = read_metadata(graph.read_bytes())
+    assert {k: v for k, v in after.items() if k != "count_model"} == \
+        {k: v for k, v in before.items() if k != "count_model"}           # the rest of the metadata kept
+    assert count.CountModel.from_json(after["count_model"]).predict(np.zeros(F)) == 3
+    result = Transcriber(graph, threads=1).transcribe(REFERENCE / "three_mix.wav", instruments="auto")
+    assert len(result.tracks) == 3
+    write_count_model(graph, always(2))                                    # replaced, not added
+    assert read_metadata(graph.read_bytes())["count_model"].count('"classes"') == 1
+    assert len(Transcriber(graph, threads=1).transcribe(REFERENCE / "three_mix.wav", instruments="auto").tracks) == 2
