@@ -8,17 +8,23 @@
  * CLI's JSON. The last Septimbre job stays in memory, so {type:'regroup'} splits its notes into another
  * number of instruments without running the model again.
  *
- * Messages in:  {type:'init', baseUrl, threads?}
+ * The model runs in a second worker (this script again, answering 'ort-*' messages) when one can be started,
+ * so that the Python work of window k and the reading of window k+1 overlap the inference of window k+1;
+ * where nested workers are not allowed, it runs here.
+ *
+ * Messages in:  {type:'init', baseUrl, threads?, inferenceWorker? (false: run the model in this worker)}
  *               {type:'transcribe', id, model: 'basicamt'|'septimbre'|URL, instruments: 'auto'|N,
  *                 and either file: Blob (a WAV, streamed) or samples: Float32Array (mono) + sampleRate,
  *                 options?: {onsetThreshold, frameThreshold, minNoteFrames, melodia, coreFrames}, returnMaps?}
  *               {type:'load', id, model}               (load a model now, so the first transcription need not)
  *               {type:'regroup', id, instruments}      (the last job's notes, another number of instruments)
  *               {type:'export', id, transcription, programs?}   (MIDI bytes and CSV of a shown result)
- * Messages out: {type:'ready', threads, crossOriginIsolated, constants}
+ * Messages out: {type:'ready', threads, crossOriginIsolated, constants, inferenceWorker}
  *               {type:'progress', id, stage: 'model'|'inference'|'notes'|'clustering', done, total}
  *               {type:'result', id, transcription, warnings, autoInstruments, regroupable, midi: ArrayBuffer,
- *                maps?, timings, windowed (true: the convolutions ran on each window's core only)}
+ *                maps?, timings: {total, inference (the model's run time), waiting (of it, the time this
+ *                worker idled), reading, windowPost, finish, postprocess (windowPost + finish), in ms},
+ *                windowed (true: the convolutions ran on each window's core only)}
  *               {type:'exported', id, midi: ArrayBuffer, csv}
  *               {type:'error', id, message}   (one line; Python tracebacks go to the console)
  */
@@ -35,14 +41,23 @@ const READ_SECONDS = 10;       // seconds of audio read and resampled per piece
 
 function post(msg, transfer) { self.postMessage(msg, transfer || []); }
 
-async function init(base, threads) {
-  baseUrl = base.endsWith('/') ? base : base + '/';
-  if (typeof WebAssembly !== 'object') throw new Error('this browser has no WebAssembly: timbreamt cannot run here');
-  importScripts(baseUrl + 'ort/ort.wasm.min.js', baseUrl + 'wav.js');
+/* Loads onnxruntime-web here, in this worker (the fallback, and the second worker's own engine). */
+function loadOrt(threads) {
+  if (typeof ort === 'undefined') importScripts(baseUrl + 'ort/ort.wasm.min.js');
   ort.env.wasm.wasmPaths = baseUrl + 'ort/';
   // Threads need cross-origin isolation (COOP/COEP); without it onnxruntime-web runs on one thread.
   const wanted = threads || Math.min(2, self.navigator.hardwareConcurrency || 1);
   ort.env.wasm.numThreads = self.crossOriginIsolated ? wanted : 1;
+  return ort.env.wasm.numThreads;
+}
+
+async function init(base, threads, options = {}) {
+  // absolute: the second worker resolves it from its own location
+  baseUrl = new URL(base.endsWith('/') ? base : base + '/', self.location.href).href;
+  if (typeof WebAssembly !== 'object') throw new Error('this browser has no WebAssembly: timbreamt cannot run here');
+  importScripts(baseUrl + 'wav.js');
+  // started first, so that its onnxruntime-web loads while Pyodide does
+  const second = options.inferenceWorker === false ? Promise.resolve(null) : startInferenceWorker(threads);
   importScripts(baseUrl + 'pyodide/pyodide.js');
   pyodide = await loadPyodide({ indexURL: baseUrl + 'pyodide/' });
   await pyodide.loadPackage('numpy', { messageCallback: () => {} });
@@ -50,7 +65,106 @@ async function init(base, threads) {
   await pyodide.loadPackage(baseUrl + 'wheels/' + wheels.timbreamt, { messageCallback: () => {} });
   pyodide.runPython('import timbreamt.core.browser_job');
   K = py('timbreamt.core.browser_job.browser_constants()');
-  return { threads: ort.env.wasm.numThreads, crossOriginIsolated: !!self.crossOriginIsolated, constants: K };
+  inference = await second;
+  const ortThreads = inference ? inference.threads : loadOrt(threads);
+  return { threads: ortThreads, crossOriginIsolated: !!self.crossOriginIsolated, constants: K,
+           inferenceWorker: !!inference };
+}
+
+/* onnxruntime-web in a second worker (this same script, answering 'ort-*' messages): session.run blocks
+ * the thread that calls it, so with the model here, the Python work of each window (stitching, note
+ * decoding, embeddings) and reading the next window's audio would wait for it. With the model there,
+ * they run while the next window is computed. Null when a worker cannot be started here (some hosts
+ * load this script where nested workers are not allowed): the model then runs in this worker. */
+let inference = null;   // {call(msg, transfer) -> Promise<reply>, threads} | null
+
+async function startInferenceWorker(threads) {
+  if (typeof Worker === 'undefined') return null;
+  let worker;
+  try {
+    worker = new Worker(baseUrl + 'worker.js');
+  } catch (e) {
+    return null;
+  }
+  const pending = new Map();
+  let nextId = 1;
+  let stopped = null;    // the error that ended the second worker: later calls fail at once with it
+  const failAll = (error) => { stopped = error; for (const p of pending.values()) p.reject(error); pending.clear(); };
+  worker.onmessage = (event) => {
+    const msg = event.data || {};
+    const p = pending.get(msg.id);
+    if (!p) return;
+    pending.delete(msg.id);
+    if (msg.type === 'ort-error') p.reject(new Error(msg.message)); else p.resolve(msg);
+  };
+  worker.onerror = (event) => {
+    event.preventDefault();
+    failAll(new Error(`the inference worker stopped: ${event.message || 'unknown error'}`));
+  };
+  const call = (msg, transfer) => new Promise((resolve, reject) => {
+    if (stopped) { reject(stopped); return; }
+    const id = nextId++;
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ ...msg, id }, transfer || []);
+  });
+  try {
+    const ready = await call({ type: 'ort-init', baseUrl, threads });
+    return { call, threads: ready.threads };
+  } catch (e) {
+    console.warn(`timbreamt: running the model in this worker (${e.message || e})`);
+    worker.terminate();
+    return null;
+  }
+}
+
+/* The second worker's side: one onnxruntime-web engine, sessions by URL, one run at a time (the
+ * message queue below). */
+const ortSessions = new Map();
+
+async function handleOrt(msg) {
+  if (msg.type === 'ort-init') {
+    baseUrl = msg.baseUrl;
+    return { threads: loadOrt(msg.threads) };
+  }
+  if (msg.type === 'ort-session') {
+    const session = await createOrtSession(msg.bytes);
+    ortSessions.set(msg.url, session);
+    return { inputNames: session.inputNames, outputNames: session.outputNames };
+  }
+  if (msg.type === 'ort-run') {
+    const session = ortSessions.get(msg.url);
+    if (!session) throw new Error(`no session for ${msg.url}`);
+    const t0 = performance.now();
+    const out = await runOrt(session, msg.audio, msg.crop);
+    const reply = { outputs: {}, ms: performance.now() - t0 };
+    const transfer = [];
+    for (const [name, t] of Object.entries(out)) {
+      reply.outputs[name] = { data: t.data, dims: t.dims };
+      transfer.push(t.data.buffer);
+    }
+    return { reply, transfer };
+  }
+  throw new Error(`unknown message type ${JSON.stringify(msg.type)}`);
+}
+
+async function createOrtSession(bytes) {
+  // logSeverityLevel 3: our graphs' optional `crop` input (an initializer the browser never
+  // overrides) would otherwise print a warning on every load
+  return ort.InferenceSession.create(bytes, { executionProviders: ['wasm'], graphOptimizationLevel: 'all',
+                                              logSeverityLevel: 3 });
+}
+
+/* One window through a local session -> {name: {data, dims}} (the data copied out of the WASM heap). */
+async function runOrt(session, audio, crop) {
+  const feeds = { audio: new ort.Tensor('float32', audio, [1, 1, audio.length]) };
+  if (crop) feeds[crop.name] = new ort.Tensor('int64', BigInt64Array.from(crop.frames.map(BigInt)), [2]);
+  const out = await session.run(feeds);
+  const plain = {};
+  for (const [name, t] of Object.entries(out)) {
+    plain[name] = { data: t.data, dims: t.dims };
+    if (t.dispose) t.dispose();
+  }
+  return plain;
 }
 
 /* Run Python, return a plain JS value (dicts as objects), free the proxy. */
@@ -90,22 +204,37 @@ async function getSession(model, progress) {
     const bytes = new Uint8Array(await resp.arrayBuffer());
     let session;
     try {
-      // logSeverityLevel 3: our graphs' optional `crop` input (an initializer the browser never
-      // overrides) would otherwise print a warning on every load
-      session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'], graphOptimizationLevel: 'all',
-                                                           logSeverityLevel: 3 });
+      session = inference ? await remoteSession(url, bytes) : await createOrtSession(bytes);
     } catch (e) {
       throw new Error(`cannot load model ${url.replace(baseUrl, '')}: ${e.message || e}`);
     }
+    const meta = readMetadata(bytes);
     if (session.inputNames[0] !== 'audio' || session.outputNames[0] !== 'onset' || session.outputNames[1] !== 'frame') {
       throw new Error(`${url.replace(baseUrl, '')} does not follow the timbreamt ONNX contract`);
     }
-    const meta = readMetadata(bytes);
     sessions.set(url, { session, meta, canCrop: session.inputNames.includes(K.CROP_INPUT),
                         name: meta.model || url.split('/').pop().replace(/(\.windowed)?\.onnx$/, '') });
     progress('model', 1, 1);
   }
   return sessions.get(url);
+}
+
+/* A session in the second worker: the graph's bytes go there (a copy: this worker still reads its metadata). */
+async function remoteSession(url, bytes) {
+  const copy = bytes.slice();
+  const names = await inference.call({ type: 'ort-session', url, bytes: copy }, [copy.buffer]);
+  return { remote: true, url, inputNames: names.inputNames, outputNames: names.outputNames };
+}
+
+/* Starts one window's inference -> Promise<{outputs: {name: {data, dims}}, ms}>. Remote: the samples are
+ * copied (the stream's buffer stays here) and the run proceeds while this worker goes on. */
+function startInference(session, samples, crop) {
+  if (session.remote) {
+    const audio = samples.slice();
+    return inference.call({ type: 'ort-run', url: session.url, audio, crop }, [audio.buffer]);
+  }
+  const t0 = performance.now();
+  return runOrt(session, samples, crop).then((outputs) => ({ outputs, ms: performance.now() - t0 }));
 }
 
 /* The graph's metadata_props (decoding defaults) read with Python's protobuf-free parser. */
@@ -228,25 +357,41 @@ async function runJob(msg, onProgress) {
   windowsProxy.destroy();
   const stream = graphStream(source);
   const maps = msg.returnMaps ? { onset: [], frame: [], embedding: [] } : null;
-  const timings = { inference: 0, postprocess: 0, reading: 0 };
+  // inference: the model's run time (summed over windows); waiting: the part of it this worker spent
+  // idle (with the model in the second worker, reading and per-window Python run during the rest)
+  const timings = { inference: 0, waiting: 0, postprocess: 0, reading: 0, windowPost: 0, finish: 0 };
   let kept = false;
+  let running = null;
+  const readWindow = async (i) => {
+    const tRead = performance.now();
+    const samples = await stream.window(windows[i][0], windows[i][1]);
+    timings.reading += performance.now() - tRead;
+    return samples;
+  };
+  const launch = (i, samples) => startInference(session, samples,
+    canCrop ? { name: K.CROP_INPUT, frames: [windows[i][4], windows[i][5]] } : null);
   try {
+    running = launch(0, await readWindow(0));
     for (let i = 0; i < windows.length; i += 1) {
-      const [inStart, inEnd, coreStart, coreEnd, cropStart, cropEnd] = windows[i];
+      const [inStart, , coreStart, coreEnd, cropStart] = windows[i];
       progress('inference', i, windows.length);
-      const tRead = performance.now();
-      const samples = await stream.window(inStart, inEnd);
-      timings.reading += performance.now() - tRead;
-      const tIn = performance.now();
-      const input = new ort.Tensor('float32', samples, [1, 1, inEnd - inStart]);
-      const feeds = { audio: input };
-      if (canCrop) feeds[K.CROP_INPUT] = new ort.Tensor('int64', BigInt64Array.from([BigInt(cropStart), BigInt(cropEnd)]), [2]);
-      const out = await session.run(feeds);
-      timings.inference += performance.now() - tIn;
+      // the next window's audio is read while this one is computed (in the second worker; here the
+      // run holds this thread anyway)
+      const hasNext = i + 1 < windows.length;
+      let nextSamples = hasNext && session.remote ? await readWindow(i + 1) : null;
+      const tWait = performance.now();
+      const { outputs: out, ms } = await running;
+      timings.waiting += performance.now() - tWait;
+      timings.inference += ms;
+      if (hasNext && !nextSamples) nextSamples = await readWindow(i + 1);
+      if (nextSamples) {
+        stream.drop(windows[i + 1][0]);
+        running = launch(i + 1, nextSamples);   // computed while this window's notes are worked out below
+      }
       const frames = out.onset.dims[2];
       const tPost = performance.now();
       job.add(i, frames, out.onset.data, out.frame.data, hasEmbedding ? out.embedding.data : null);
-      timings.postprocess += performance.now() - tPost;
+      timings.windowPost += performance.now() - tPost;
       if (maps) {
         const first = Math.floor(inStart / K.GRAPH_HOP) + cropStart;   // the maps' first frame
         const lo = coreStart - first;
@@ -255,14 +400,13 @@ async function runJob(msg, onProgress) {
         maps.frame.push(sliceMap(out.frame.data, frames, lo, hi, K.N_PITCHES));
         if (hasEmbedding) maps.embedding.push(sliceMap(out.embedding.data, frames, lo, hi, K.EMBEDDING_DIM * K.N_PITCHES));
       }
-      for (const t of Object.values(out)) if (t.dispose) t.dispose();
-      if (i + 1 < windows.length) stream.drop(windows[i + 1][0]);
     }
     progress(job.instruments != null ? 'clustering' : 'notes', windows.length, windows.length);
     const tPost = performance.now();
     const result = JSON.parse(job.finish());
     const midi = midiOf(job);
-    timings.postprocess += performance.now() - tPost;
+    timings.finish = performance.now() - tPost;
+    timings.postprocess = timings.windowPost + timings.finish;
     timings.total = performance.now() - t0;
     const reply = resultReply(msg.id, result, midi);
     Object.assign(reply, { timings, windowed: canCrop, sampleRate: source.rate });
@@ -277,6 +421,7 @@ async function runJob(msg, onProgress) {
     }
     return reply;
   } finally {
+    if (running) running.catch(() => {});   // a run still going when a window failed: its result is not needed
     stream.close();
     if (!kept) job.destroy();
   }
@@ -372,8 +517,14 @@ self.onmessage = (event) => {
 
 async function handle(msg) {
   try {
+    if (typeof msg.type === 'string' && msg.type.startsWith('ort-')) {
+      const out = await handleOrt(msg);
+      const { reply, transfer } = out.reply ? out : { reply: out, transfer: [] };
+      post({ type: 'ort-done', id: msg.id, ...reply }, transfer);
+      return;
+    }
     if (msg.type === 'init') {
-      readyPromise = readyPromise || init(msg.baseUrl, msg.threads);
+      readyPromise = readyPromise || init(msg.baseUrl, msg.threads, { inferenceWorker: msg.inferenceWorker });
       post({ type: 'ready', ...(await readyPromise) });
       return;
     }
@@ -388,6 +539,7 @@ async function handle(msg) {
     else if (msg.type === 'export') { const r = exportFiles(msg); post(r, [r.midi]); }
     else throw new Error(`unknown message type ${JSON.stringify(msg.type)}`);
   } catch (e) {
-    post({ type: 'error', id: msg.id, message: humanMessage(e) });
+    if (typeof msg.type === 'string' && msg.type.startsWith('ort-')) post({ type: 'ort-error', id: msg.id, message: String((e && e.message) || e) });
+    else post({ type: 'error', id: msg.id, message: humanMessage(e) });
   }
 }
