@@ -8,8 +8,9 @@
  *   t.dispose();
  *
  * All work happens in one Web Worker (onnxruntime-web + Pyodide load once and are reused; jobs run one
- * at a time); the model runs in a second worker started by it, so the Python work of one window overlaps
- * the next window's inference (`inferenceWorker: false` keeps the model in the first worker). Samples at any rate are resampled in the worker by the CLI's own resampler
+ * at a time); the model runs in inference workers started by it, one per thread, each computing its own
+ * window, so the Python work of one window overlaps the inference of the next ones (`inferenceWorkers`:
+ * how many; 0 keeps the model in the first worker). Samples at any rate are resampled in the worker by the CLI's own resampler
  * (timbreamt.core.resample), so the notes are the CLI's. Errors are Error objects with one readable line.
  */
 import './wav.js';   // defines self.timbreamtWav (shared with the worker)
@@ -125,7 +126,7 @@ function checkOptions(opts, maxInstruments) {
   }
 }
 
-export async function createTranscriber({ baseUrl, onProgress, threads, workerUrl, inferenceWorker } = {}) {
+export async function createTranscriber({ baseUrl, onProgress, threads, workerUrl, inferenceWorkers } = {}) {
   const base = new URL(baseUrl || '.', import.meta.url).href;
   const K = await loadConstants(base);
   let worker = null;
@@ -162,7 +163,7 @@ export async function createTranscriber({ baseUrl, onProgress, threads, workerUr
         rejectAll(failed);
       };
     });
-    worker.postMessage({ type: 'init', baseUrl: base, threads, inferenceWorker });
+    worker.postMessage({ type: 'init', baseUrl: base, threads, inferenceWorkers });
     return ready;
   }
 

@@ -8,22 +8,26 @@
  * CLI's JSON. The last Septimbre job stays in memory, so {type:'regroup'} splits its notes into another
  * number of instruments without running the model again.
  *
- * The model runs in a second worker (this script again, answering 'ort-*' messages) when one can be started,
- * so that the Python work of window k and the reading of window k+1 overlap the inference of window k+1;
+ * The model runs in inference workers (this script again, answering 'ort-*' messages) when they can be
+ * started: one per thread, each running whole windows on one onnxruntime thread, so that two windows
+ * are computed at once and the Python work of each window overlaps the inference of the next ones;
  * where nested workers are not allowed, it runs here.
  *
- * Messages in:  {type:'init', baseUrl, threads?, inferenceWorker? (false: run the model in this worker)}
+ * Messages in:  {type:'init', baseUrl, threads?, inferenceWorkers? (how many; default one per thread;
+ *                 0: the model runs in this worker, with all the threads)}
  *               {type:'transcribe', id, model: 'basicamt'|'septimbre'|URL, instruments: 'auto'|N,
  *                 and either file: Blob (a WAV, streamed) or samples: Float32Array (mono) + sampleRate,
  *                 options?: {onsetThreshold, frameThreshold, minNoteFrames, melodia, coreFrames}, returnMaps?}
  *               {type:'load', id, model}               (load a model now, so the first transcription need not)
  *               {type:'regroup', id, instruments}      (the last job's notes, another number of instruments)
  *               {type:'export', id, transcription, programs?}   (MIDI bytes and CSV of a shown result)
- * Messages out: {type:'ready', threads, crossOriginIsolated, constants, inferenceWorker}
+ * Messages out: {type:'ready', threads, crossOriginIsolated, constants, inferenceWorkers}
  *               {type:'progress', id, stage: 'model'|'inference'|'notes'|'clustering', done, total}
  *               {type:'result', id, transcription, warnings, autoInstruments, regroupable, midi: ArrayBuffer,
- *                maps?, timings: {total, inference (the model's run time), waiting (of it, the time this
- *                worker idled), reading, windowPost, finish, postprocess (windowPost + finish), in ms},
+ *                threads, inferenceWorkers (what ran the model: onnxruntime threads in all, workers),
+ *                maps?, timings: {total, inference (the model's run time, summed over windows, some of
+ *                them at the same time), waiting (the time this worker idled for it), reading, windowPost,
+ *                finish, postprocess (windowPost + finish), in ms},
  *                windowed (true: the convolutions ran on each window's core only)}
  *               {type:'exported', id, midi: ArrayBuffer, csv}
  *               {type:'error', id, message}   (one line; Python tracebacks go to the console)
@@ -56,8 +60,9 @@ async function init(base, threads, options = {}) {
   baseUrl = new URL(base.endsWith('/') ? base : base + '/', self.location.href).href;
   if (typeof WebAssembly !== 'object') throw new Error('this browser has no WebAssembly: timbreamt cannot run here');
   importScripts(baseUrl + 'wav.js');
-  // started first, so that its onnxruntime-web loads while Pyodide does
-  const second = options.inferenceWorker === false ? Promise.resolve(null) : startInferenceWorker(threads);
+  const total = threads || Math.min(2, self.navigator.hardwareConcurrency || 1);
+  const count = typeof Worker === 'undefined' ? 0 : options.inferenceWorkers ?? total;
+  engine = { total, count, threadsEach: Math.max(1, Math.floor(total / Math.max(1, count))), started: null };
   importScripts(baseUrl + 'pyodide/pyodide.js');
   pyodide = await loadPyodide({ indexURL: baseUrl + 'pyodide/' });
   await pyodide.loadPackage('numpy', { messageCallback: () => {} });
@@ -65,18 +70,40 @@ async function init(base, threads, options = {}) {
   await pyodide.loadPackage(baseUrl + 'wheels/' + wheels.timbreamt, { messageCallback: () => {} });
   pyodide.runPython('import timbreamt.core.browser_job');
   K = py('timbreamt.core.browser_job.browser_constants()');
-  inference = await second;
-  const ortThreads = inference ? inference.threads : loadOrt(threads);
-  return { threads: ortThreads, crossOriginIsolated: !!self.crossOriginIsolated, constants: K,
-           inferenceWorker: !!inference };
+  // the inference engine starts with the first model load (a stage the page shows), not here
+  return { threads: count > 0 ? count * engine.threadsEach : (self.crossOriginIsolated ? total : 1),
+           crossOriginIsolated: !!self.crossOriginIsolated, constants: K, inferenceWorkers: count };
 }
 
-/* onnxruntime-web in a second worker (this same script, answering 'ort-*' messages): session.run blocks
- * the thread that calls it, so with the model here, the Python work of each window (stitching, note
- * decoding, embeddings) and reading the next window's audio would wait for it. With the model there,
- * they run while the next window is computed. Null when a worker cannot be started here (some hosts
- * load this script where nested workers are not allowed): the model then runs in this worker. */
-let inference = null;   // {call(msg, transfer) -> Promise<reply>, threads} | null
+/* Starts the inference workers (or, where they cannot start, onnxruntime-web here) once. */
+let engine = null;   // {total, count, threadsEach, started: Promise | null}
+
+function startEngine() {
+  engine.started = engine.started || (async () => {
+    inference = engine.count > 0 ? await startInferenceWorkers(engine.count, engine.threadsEach) : null;
+    if (!inference) loadOrt(engine.total);
+  })();
+  return engine.started;
+}
+
+/* onnxruntime-web in inference workers (this same script, answering 'ort-*' messages). session.run
+ * blocks the thread that calls it, so with the model here the Python work of each window (stitching,
+ * note decoding, embeddings) and reading the next window's audio would wait for it; there, they run
+ * while the next windows are computed. Two workers of one thread each, each computing its own window,
+ * beat one worker of two threads (whose threads meet at every operator), and need no cross-origin
+ * isolation: septimbre, 4 rounds alternated on a loaded 2-core machine, 1,134-1,142 ms against
+ * 1,303-1,411 ms per window, outputs bit-identical. Null when workers cannot be started here (some
+ * hosts load this script where nested workers are not allowed): the model then runs in this worker. */
+let inference = null;   // {workers: [{call(msg, transfer) -> Promise<reply>}], threads (all together)} | null
+
+async function startInferenceWorkers(count, threadsEach) {
+  const workers = await Promise.all(Array.from({ length: count }, () => startInferenceWorker(threadsEach)));
+  if (workers.some((w) => !w)) {
+    for (const w of workers) if (w) w.terminate();
+    return null;
+  }
+  return { workers, threads: workers.reduce((n, w) => n + w.threads, 0) };
+}
 
 async function startInferenceWorker(threads) {
   if (typeof Worker === 'undefined') return null;
@@ -109,7 +136,7 @@ async function startInferenceWorker(threads) {
   });
   try {
     const ready = await call({ type: 'ort-init', baseUrl, threads });
-    return { call, threads: ready.threads };
+    return { call, threads: ready.threads, terminate: () => worker.terminate() };
   } catch (e) {
     console.warn(`timbreamt: running the model in this worker (${e.message || e})`);
     worker.terminate();
@@ -199,6 +226,7 @@ async function getSession(model, progress) {
   }
   if (!sessions.has(url)) {
     progress('model', 0, 1);
+    await startEngine();
     resp = resp || await fetch(url);
     if (!resp.ok) { modelUrls.delete(model); throw new Error(`model not found: ${url.replace(baseUrl, '')} (HTTP ${resp.status})`); }
     const bytes = new Uint8Array(await resp.arrayBuffer());
@@ -219,19 +247,23 @@ async function getSession(model, progress) {
   return sessions.get(url);
 }
 
-/* A session in the second worker: the graph's bytes go there (a copy: this worker still reads its metadata). */
+/* A session in each inference worker: the graph's bytes go there (copies: this worker still reads its metadata). */
 async function remoteSession(url, bytes) {
-  const copy = bytes.slice();
-  const names = await inference.call({ type: 'ort-session', url, bytes: copy }, [copy.buffer]);
-  return { remote: true, url, inputNames: names.inputNames, outputNames: names.outputNames };
+  const replies = await Promise.all(inference.workers.map((w) => {
+    const copy = bytes.slice();
+    return w.call({ type: 'ort-session', url, bytes: copy }, [copy.buffer]);
+  }));
+  return { remote: true, url, inputNames: replies[0].inputNames, outputNames: replies[0].outputNames };
 }
 
-/* Starts one window's inference -> Promise<{outputs: {name: {data, dims}}, ms}>. Remote: the samples are
- * copied (the stream's buffer stays here) and the run proceeds while this worker goes on. */
-function startInference(session, samples, crop) {
+/* Starts window i's inference -> Promise<{outputs: {name: {data, dims}}, ms}>. Remote: on worker i mod n
+ * (each runs its windows in order); the samples are copied (the stream's buffer stays here) and the run
+ * proceeds while this worker goes on. */
+function startInference(session, i, samples, crop) {
   if (session.remote) {
     const audio = samples.slice();
-    return inference.call({ type: 'ort-run', url: session.url, audio, crop }, [audio.buffer]);
+    const w = inference.workers[i % inference.workers.length];
+    return w.call({ type: 'ort-run', url: session.url, audio, crop }, [audio.buffer]);
   }
   const t0 = performance.now();
   return runOrt(session, samples, crop).then((outputs) => ({ outputs, ms: performance.now() - t0 }));
@@ -361,33 +393,37 @@ async function runJob(msg, onProgress) {
   // idle (with the model in the second worker, reading and per-window Python run during the rest)
   const timings = { inference: 0, waiting: 0, postprocess: 0, reading: 0, windowPost: 0, finish: 0 };
   let kept = false;
-  let running = null;
+  const running = [];     // windows sent to the model, in order, not yet taken back
   const readWindow = async (i) => {
     const tRead = performance.now();
     const samples = await stream.window(windows[i][0], windows[i][1]);
     timings.reading += performance.now() - tRead;
     return samples;
   };
-  const launch = (i, samples) => startInference(session, samples,
-    canCrop ? { name: K.CROP_INPUT, frames: [windows[i][4], windows[i][5]] } : null);
+  // with inference workers, one window per worker is in flight and the next one's audio is read ahead;
+  // here the run holds this thread anyway, so windows go one at a time
+  const inFlight = session.remote ? inference.workers.length : 1;
+  let sent = 0;             // windows sent to the model
+  let ahead = null;         // samples of window `sent`, read in advance
+  const send = async () => {
+    const samples = ahead || await readWindow(sent);
+    ahead = null;
+    const crop = canCrop ? { name: K.CROP_INPUT, frames: [windows[sent][4], windows[sent][5]] } : null;
+    running.push(startInference(session, sent, samples, crop));
+    sent += 1;
+  };
   try {
-    running = launch(0, await readWindow(0));
+    while (sent < Math.min(inFlight, windows.length)) await send();
     for (let i = 0; i < windows.length; i += 1) {
       const [inStart, , coreStart, coreEnd, cropStart] = windows[i];
       progress('inference', i, windows.length);
-      // the next window's audio is read while this one is computed (in the second worker; here the
-      // run holds this thread anyway)
-      const hasNext = i + 1 < windows.length;
-      let nextSamples = hasNext && session.remote ? await readWindow(i + 1) : null;
+      if (session.remote && sent < windows.length && !ahead) ahead = await readWindow(sent);
       const tWait = performance.now();
-      const { outputs: out, ms } = await running;
+      const { outputs: out, ms } = await running.shift();
       timings.waiting += performance.now() - tWait;
       timings.inference += ms;
-      if (hasNext && !nextSamples) nextSamples = await readWindow(i + 1);
-      if (nextSamples) {
-        stream.drop(windows[i + 1][0]);
-        running = launch(i + 1, nextSamples);   // computed while this window's notes are worked out below
-      }
+      if (sent < windows.length) await send();   // computed while this window's notes are worked out below
+      if (i + 1 < windows.length) stream.drop(windows[Math.min(sent, windows.length - 1)][0]);
       const frames = out.onset.dims[2];
       const tPost = performance.now();
       job.add(i, frames, out.onset.data, out.frame.data, hasEmbedding ? out.embedding.data : null);
@@ -409,7 +445,9 @@ async function runJob(msg, onProgress) {
     timings.postprocess = timings.windowPost + timings.finish;
     timings.total = performance.now() - t0;
     const reply = resultReply(msg.id, result, midi);
-    Object.assign(reply, { timings, windowed: canCrop, sampleRate: source.rate });
+    Object.assign(reply, { timings, windowed: canCrop, sampleRate: source.rate,
+                           inferenceWorkers: session.remote ? inference.workers.length : 0,
+                           threads: session.remote ? inference.threads : ort.env.wasm.numThreads });
     if (maps) {
       reply.maps = { onset: concatMaps(maps.onset, K.N_PITCHES), frame: concatMaps(maps.frame, K.N_PITCHES) };
       if (hasEmbedding) reply.maps.embedding = concatMaps(maps.embedding, K.EMBEDDING_DIM * K.N_PITCHES);
@@ -421,7 +459,7 @@ async function runJob(msg, onProgress) {
     }
     return reply;
   } finally {
-    if (running) running.catch(() => {});   // a run still going when a window failed: its result is not needed
+    for (const r of running) r.catch(() => {});   // runs still going when a window failed: not needed
     stream.close();
     if (!kept) job.destroy();
   }
@@ -524,7 +562,7 @@ async function handle(msg) {
       return;
     }
     if (msg.type === 'init') {
-      readyPromise = readyPromise || init(msg.baseUrl, msg.threads, { inferenceWorker: msg.inferenceWorker });
+      readyPromise = readyPromise || init(msg.baseUrl, msg.threads, { inferenceWorkers: msg.inferenceWorkers });
       post({ type: 'ready', ...(await readyPromise) });
       return;
     }

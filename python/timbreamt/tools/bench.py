@@ -202,8 +202,7 @@ def bench_web(seconds: float = 300.0, model: str = "septimbre", instruments: str
         const r = await window.timbreamtPage.transcriber.transcribeFile(blob, { model, instruments });
         clearInterval(timer);
         return { total_ms: performance.now() - t1, timings: r.timings, max_gap_ms: maxGap,
-                 threads: window.timbreamtPage.transcriber.info.threads,
-                 inference_worker: !!window.timbreamtPage.transcriber.info.inferenceWorker,
+                 threads: r.threads, inference_workers: r.inferenceWorkers,
                  notes: r.transcription.tracks.reduce((n, t) => n + t.notes.length, 0),
                  tracks: r.transcription.tracks.length };
     }"""
@@ -246,12 +245,12 @@ def bench_web(seconds: float = 300.0, model: str = "septimbre", instruments: str
               "page_inference_s": last["timings"]["inference"] / 1000,
               "page_postprocess_s": last["timings"]["postprocess"] / 1000,
               "page_reading_s": last["timings"]["reading"] / 1000, "threads": last["threads"],
-              # with the model in its own worker, reading and per-window Python overlap the inference:
+              # with the model in inference workers, reading and per-window Python overlap the inference:
               # the page waited for the model this long, of page_inference_s
               "page_inference_wait_s": last["timings"].get("waiting", last["timings"]["inference"]) / 1000,
               "page_window_post_s": last["timings"].get("windowPost", 0) / 1000,
               "page_finish_s": last["timings"].get("finish", 0) / 1000,
-              "inference_worker": last.get("inference_worker", False),
+              "inference_workers": last.get("inference_workers", 0),
               "page_notes": last["notes"], "page_tracks": last["tracks"], "cli_notes": pairs[-1][2],
               "main_thread_max_gap_ms": max([first["max_gap_ms"]] + [w["max_gap_ms"] for w, _, _ in pairs]),
               "cli_process_s": cli_process, "paired_ratios": ratios}
