@@ -152,3 +152,58 @@ def test_a_graph_with_a_count_model_counts_with_it(tmp_path, shipped_models):
     write_count_model(graph, always(2))                                    # replaced, not added
     assert read_metadata(graph.read_bytes())["count_model"].count('"classes"') == 1
     assert len(Transcriber(graph, threads=1).transcribe(REFERENCE / "three_mix.wav", instruments="auto").tracks) == 2
+
+
+def test_pieces_split_long_clips_and_the_votes_add_up():
+    frames = count.COUNT_PIECE_FRAMES
+    starts = np.concatenate([np.arange(0, 3 * frames, 7), [int(3.2 * frames)]])   # 3.2 pieces of notes
+    groups = count.pieces(starts)
+    assert len(groups) == 3                                   # the 0.2 tail joins the third piece
+    assert np.array_equal(np.concatenate(groups), np.arange(len(starts)))
+    assert count.pieces(np.array([0, 5])) == []               # too few notes to count
+    # a model that prefers 2 on one piece and 3, more strongly, on another answers 3 for both together
+    w = np.zeros((F, 2))
+    w[0] = [1.0, -1.0]
+    model = count.CountModel((2, 3), np.zeros(F), np.ones(F), w, np.zeros(2))
+    a, b = np.zeros(F), np.zeros(F)
+    a[0], b[0] = 1.0, -3.0
+    assert model.vote([a]) == 2 and model.vote([b]) == 3 and model.vote([a, b]) == 3
+
+
+def test_fit_count_command_writes_a_model_that_counts_its_clips(tmp_path, shipped_models):
+    """`timbreamt fit-count` end to end on two clips (the bundled examples, 3 instruments and piano):
+    the model is written into the graph, its figures are printed, and it counts both clips right."""
+    pytest.importorskip("onnx")
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from timbreamt.core.constants import SAMPLE_RATE
+    from timbreamt.core.graph_metadata import read_metadata
+    from timbreamt.core.resample import resample
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i, (name, programs) in enumerate([("three_mix", [40, 71, 0]), ("piano_short", [0])]):
+        audio, rate = sf.read(REFERENCE / f"{name}.wav", dtype="float32")
+        mono = resample(audio.mean(axis=1), rate, SAMPLE_RATE).astype(np.float16)
+        np.savez(clips / f"clip_{i:06d}.npz", audio=mono, notes=np.zeros((0, 4), np.float32),
+                 programs=np.array(programs, np.int16))
+    graph = tmp_path / "septimbre.onnx"
+    shutil.copy(shipped_models / "septimbre.onnx", graph)
+    out = subprocess.run([sys.executable, "-m", "timbreamt", "fit-count", str(graph), "--data", str(clips),
+                          "--val", str(clips), "--threads", "1"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "2 training clips" in out.stdout and "kept l2" in out.stdout
+    model = count.CountModel.from_json(read_metadata(graph.read_bytes())["count_model"])
+    assert model.classes == (1, 3)
+    from timbreamt.runtime.transcriber import Transcriber
+
+    t = Transcriber(graph, threads=1)
+    assert len(t.transcribe(REFERENCE / "three_mix.wav", instruments="auto").tracks) == 3
+    assert len(t.transcribe(REFERENCE / "piano_short.wav", instruments="auto").tracks) == 1
+    # a BasicAMT graph cannot hold one: a one-line error
+    bad = subprocess.run([sys.executable, "-m", "timbreamt", "fit-count", str(shipped_models / "basicamt.onnx"),
+                          "--data", str(clips), "--val", str(clips)], capture_output=True, text=True)
+    assert bad.returncode != 0 and "no timbre embedding" in bad.stderr and "Traceback" not in bad.stderr

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import cluster
+from .constants import FRAMES_PER_SECOND
 
 # the features, in order; a count model names the ones it was fitted on and must match them exactly
 POLYPHONY_LEVELS = (2, 3, 4, 5)        # share of sounding frames with at least this many notes
@@ -29,6 +30,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     + tuple(f"eigenvalue {i}" for i in range(2, 2 + N_EIGENVALUES))
     + tuple(f"overlap within {k} groups" for k in OVERLAP_COUNTS) + ("mean cosine",))
 MIN_NOTES = 3                           # fewer notes: one instrument, no estimate
+# a clip is read in pieces of the length the model was fitted on (training renders are 10 s): its features
+# (eigenvalues, overlaps) shift with the number of notes, so a whole song read at once would be out of range
+COUNT_PIECE_SECONDS = 10.0
+COUNT_PIECE_FRAMES = int(round(COUNT_PIECE_SECONDS * FRAMES_PER_SECOND))
 
 
 @dataclass(frozen=True)
@@ -76,10 +81,20 @@ class CountModel:
         if not all(np.all(np.isfinite(a)) for a in arrays) or np.any(self.scale <= 0):
             raise ValueError("count_model holds non-finite values or a scale <= 0")
 
-    def predict(self, features: np.ndarray) -> int:
-        """The count for one clip's features (F,) from count_features."""
+    def log_probabilities(self, features: np.ndarray) -> np.ndarray:
+        """Log-probability of each class (C,) for one piece's features (F,) from count_features."""
         scores = ((np.asarray(features, float) - self.mean) / self.scale) @ self.weights + self.bias
-        return int(self.classes[int(np.argmax(scores))])
+        scores = scores - scores.max()
+        return scores - np.log(np.exp(scores).sum())
+
+    def predict(self, features: np.ndarray) -> int:
+        """The count for one piece's features (F,) from count_features."""
+        return self.vote([features])
+
+    def vote(self, pieces_features: list[np.ndarray]) -> int:
+        """The count of a clip read in pieces: the class of the largest summed log-probability."""
+        total = sum(self.log_probabilities(f) for f in pieces_features)
+        return int(self.classes[int(np.argmax(total))])
 
 
 def count_model_from_metadata(metadata: Mapping[str, str]) -> CountModel | None:
@@ -115,6 +130,8 @@ def count_features(starts: np.ndarray, ends: np.ndarray, embeddings: np.ndarray)
         raise ValueError(f"counting instruments needs at least {MIN_NOTES} notes, got {n}")
     if np.any(ends <= starts) or np.any(starts < 0):
         raise ValueError("every note must have 0 <= start < end")
+    first = starts.min()                     # a piece late in a long file: count from its first note
+    starts, ends = starts - first, ends - first
     sounding = _polyphony(starts, ends, np.zeros(n, np.int64), 1)[0]
     sounding = sounding[sounding > 0]
     feats = [float(np.mean(sounding >= level)) for level in POLYPHONY_LEVELS]
@@ -136,11 +153,28 @@ def count_features(starts: np.ndarray, ends: np.ndarray, embeddings: np.ndarray)
     return np.asarray(feats)
 
 
+def pieces(starts: np.ndarray, piece_frames: int = COUNT_PIECE_FRAMES) -> list[np.ndarray]:
+    """Indices of the notes starting in each piece of ``piece_frames`` frames that holds at least
+    MIN_NOTES notes; a last piece shorter than half a piece joins the one before it."""
+    starts = np.asarray(starts, dtype=np.int64)
+    if not len(starts):
+        return []
+    n_pieces = max(1, int(round((int(starts.max()) + 1) / piece_frames)))
+    which = np.minimum(starts // piece_frames, n_pieces - 1)
+    return [idx for idx in (np.flatnonzero(which == p) for p in range(n_pieces)) if len(idx) >= MIN_NOTES]
+
+
 def estimate_count(starts: np.ndarray, ends: np.ndarray, embeddings: np.ndarray,
                    model: CountModel | None) -> int:
-    """Number of instruments: the count model's answer, or the eigengap's without one."""
+    """Number of instruments: the count model's answer, or the eigengap's without one.
+
+    With a model, the notes are read in pieces of COUNT_PIECE_SECONDS (by start) and the pieces' class
+    log-probabilities are summed: the answer of the whole clip."""
     if model is None:
         return cluster.estimate_k(embeddings)
-    if len(starts) < MIN_NOTES:
+    starts, ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+    emb = np.asarray(embeddings)
+    groups = pieces(starts, COUNT_PIECE_FRAMES)
+    if not groups:
         return 1
-    return model.predict(count_features(starts, ends, embeddings))
+    return model.vote([count_features(starts[i], ends[i], emb[i]) for i in groups])

@@ -10,6 +10,7 @@ fitted for. Deterministic: plain gradient descent from zeros, no random start.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,30 +26,52 @@ STEPS = 3000
 LEARNING_RATE = 0.5
 
 
-def clip_features(graph: str | Path, clip_dirs: list[str | Path],
-                  threads: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(features (clips, F), true counts (clips,), the eigengap's counts (clips,)) of every rendered clip
-    (training/data.py, at C.SAMPLE_RATE) in which the graph found at least count.MIN_NOTES notes."""
+@dataclass
+class ClipFeatures:
+    """The count features of rendered clips: one row per piece (count.COUNT_PIECE_SECONDS), as the
+    runtime reads a clip, with the clip each row comes from."""
+
+    features: np.ndarray        # (pieces, F)
+    clip: np.ndarray            # (pieces,) index of the clip
+    counts: np.ndarray          # (clips,) true number of instruments
+    eigengap: np.ndarray        # (clips,) the eigengap's answer on the whole clip (the fallback)
+
+    def piece_counts(self) -> np.ndarray:
+        return self.counts[self.clip]
+
+    def predict(self, model: count_core.CountModel) -> np.ndarray:
+        """(clips,) each clip's count, its pieces' votes summed as at run time."""
+        return np.array([model.vote(list(self.features[self.clip == c])) for c in range(len(self.counts))],
+                        dtype=np.int64)
+
+
+def clip_features(graph: str | Path, clip_dirs: list[str | Path], threads: int = 2) -> ClipFeatures:
+    """Count features of every rendered clip (training/data.py, at C.SAMPLE_RATE) of ``clip_dirs`` in
+    which the graph found at least count.MIN_NOTES notes."""
     from ..runtime.transcriber import Transcriber
 
     tr = Transcriber(graph, threads=threads)
     if not tr.model.has_embedding:
         raise DataError(f"{graph} has no timbre embedding: only Septimbre graphs count instruments")
-    feats, counts, eigengap = [], [], []
+    feats, clip_of, counts, eigengap = [], [], [], []
     for folder in clip_dirs:
         for path in list_clips(folder):
             clip = load_clip(path)
             acc, *_ = tr.accumulate(clip["audio"].astype(np.float32), sr=C.SAMPLE_RATE)
             events = acc.decode()
-            if len(events) < count_core.MIN_NOTES:
+            parts = count_core.pieces(events["start"])
+            if not parts:
                 continue
             emb = acc.note_embeddings(events)
-            feats.append(count_core.count_features(events["start"], events["end"], emb))
+            for idx in parts:
+                feats.append(count_core.count_features(events["start"][idx], events["end"][idx], emb[idx]))
+                clip_of.append(len(counts))
             counts.append(len(clip["programs"]))
             eigengap.append(cluster.estimate_k(emb))
     if not feats:
         raise DataError("no clip gave enough notes to fit the count on")
-    return np.asarray(feats), np.asarray(counts, dtype=np.int64), np.asarray(eigengap, dtype=np.int64)
+    return ClipFeatures(np.asarray(feats), np.asarray(clip_of, dtype=np.int64), np.asarray(counts, dtype=np.int64),
+                        np.asarray(eigengap, dtype=np.int64))
 
 
 def fit_count_model(features: np.ndarray, counts: np.ndarray, l2: float) -> count_core.CountModel:
@@ -86,6 +109,7 @@ def balanced_accuracy(predicted: np.ndarray, counts: np.ndarray) -> float:
 
 
 def predict_all(model: count_core.CountModel, features: np.ndarray) -> np.ndarray:
+    """(n,) the count of each row of features (n, F), each read as a clip of one piece."""
     return np.array([model.predict(f) for f in features], dtype=np.int64)
 
 
@@ -107,17 +131,20 @@ def write_count_model(graph: str | Path, model: count_core.CountModel) -> None:
 
 def fit_graph_count(graph: str | Path, train_dirs: list[str | Path], val_dirs: list[str | Path],
                     threads: int = 2, log=print) -> dict:
-    """Fit, select the L2 strength on ``val_dirs``, write the model into ``graph``; returns the figures
-    (balanced accuracy and accuracy on the validation clips, with the eigengap's for comparison)."""
-    x_train, y_train, _ = clip_features(graph, train_dirs, threads)
-    x_val, y_val, eig_val = clip_features(graph, val_dirs, threads)
-    log(f"{len(y_train)} training clips, {len(y_val)} validation clips; eigengap on validation: balanced "
-        f"accuracy {balanced_accuracy(eig_val, y_val):.3f}, accuracy {np.mean(eig_val == y_val):.3f}")
+    """Fit on the pieces of ``train_dirs``, keep the L2 strength whose clip-level balanced accuracy on
+    ``val_dirs`` is best, write the model into ``graph``; returns the figures (validation balanced accuracy
+    and accuracy per clip, with the eigengap's for comparison)."""
+    train = clip_features(graph, train_dirs, threads)
+    val = clip_features(graph, val_dirs, threads)
+    y_val = val.counts
+    log(f"{len(train.counts)} training clips ({len(train.clip)} pieces), {len(y_val)} validation clips; eigengap "
+        f"on validation: balanced accuracy {balanced_accuracy(val.eigengap, y_val):.3f}, "
+        f"accuracy {np.mean(val.eigengap == y_val):.3f}")
     rows = []
     for l2 in L2_GRID:
-        model = fit_count_model(x_train, y_train, l2)
-        p_val = predict_all(model, x_val)
-        rows.append({"l2": l2, "train": balanced_accuracy(predict_all(model, x_train), y_train),
+        model = fit_count_model(train.features, train.piece_counts(), l2)
+        p_val = val.predict(model)
+        rows.append({"l2": l2, "train": balanced_accuracy(train.predict(model), train.counts),
                      "val": balanced_accuracy(p_val, y_val), "val_accuracy": float(np.mean(p_val == y_val)),
                      "model": model})
         log(f"l2 {l2:g}: balanced accuracy train {rows[-1]['train']:.3f}, validation {rows[-1]['val']:.3f} "
@@ -126,5 +153,5 @@ def fit_graph_count(graph: str | Path, train_dirs: list[str | Path], val_dirs: l
     write_count_model(graph, best["model"])
     log(f"kept l2 {best['l2']:g}; written into {graph}")
     return {k: v for k, v in best.items() if k != "model"} | {
-        "train_clips": len(y_train), "val_clips": len(y_val),
-        "eigengap_val": balanced_accuracy(eig_val, y_val), "eigengap_val_accuracy": float(np.mean(eig_val == y_val))}
+        "train_clips": len(train.counts), "val_clips": len(y_val),
+        "eigengap_val": balanced_accuracy(val.eigengap, y_val), "eigengap_val_accuracy": float(np.mean(val.eigengap == y_val))}
