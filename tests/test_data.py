@@ -237,6 +237,32 @@ def test_eval_clips_use_held_out_programs_unheard_music_and_are_deterministic():
     assert piano["programs"].tolist() == [0] and str(piano["category"]) == "solo piano"
 
 
+def test_eval_style_training_clips_use_training_programs_and_other_music(tmp_path):
+    """--eval-style: clips of the evaluation's form for fitting (training programs and music of the chosen
+    split, their own seed); the evaluation's own clips are unchanged; eval seeds and OOD training refused."""
+    pytest.importorskip("fluidsynth")
+    from timbreamt.core.errors import DataError
+    from timbreamt.training.data import (EVAL_CLIP_SECONDS, EVAL_SEED, Renderer, eval_plan, generate_eval_style,
+                                         make_eval_clip)
+
+    renderer = Renderer()
+    index, category, n = next(row for row in eval_plan() if row[2] == 2)
+    default = make_eval_clip(index, category, n, renderer)
+    explicit = make_eval_clip(index, category, n, renderer, seed=EVAL_SEED, split="val", programs=C.HELDOUT_PROGRAMS)
+    np.testing.assert_array_equal(default["notes"], explicit["notes"])        # the evaluation's clips as before
+    train = make_eval_clip(index, category, n, renderer, seed=21, split="train", programs=C.TRAIN_PROGRAMS)
+    assert set(train["programs"].tolist()) <= set(C.TRAIN_PROGRAMS) and len(train["programs"]) == 2
+    assert not np.array_equal(train["notes"], default["notes"])
+    assert len(train["audio"]) == int(EVAL_CLIP_SECONDS * C.SAMPLE_RATE)
+    notes = train["notes"]
+    assert set(np.unique(notes[:, 3]).astype(int).tolist()) == {0, 1}           # both instruments play
+    assert notes[:, 1].min() >= 0 and notes[:, 2].max() <= EVAL_CLIP_SECONDS + 1e-6
+    with pytest.raises(DataError, match="evaluation set's"):
+        generate_eval_style(tmp_path / "x", 0.01, seed=EVAL_SEED, progress=False)
+    with pytest.raises(DataError, match="--split val only"):
+        generate_eval_style(tmp_path / "x", 0.01, seed=3, split="train", ood=True, progress=False)
+
+
 def _write_midi(path, notes, program=0, drums=()):
     import mido
 

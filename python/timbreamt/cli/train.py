@@ -25,6 +25,17 @@ def _cmd_data(args: argparse.Namespace) -> int:
             return 2
         if value:
             kwargs[name] = value
+    if args.eval_style:
+        from ..training.data import generate_eval_style
+
+        if args.programs or args.midi or args.synth_fraction or args.room_prob:
+            print("timbreamt: error: --eval-style renders the evaluation's form with the training programs and "
+                  "soundfonts: it takes no --programs, --midi, --synth-fraction or --room-prob", file=sys.stderr)
+            return 2
+        paths = generate_eval_style(args.out, args.hours, seed=args.seed, split=args.split, workers=args.workers,
+                                    progress=not args.quiet, ood=args.ood)
+        print(f"{len(paths)} clips of 30 s ({len(paths) * 30 / 3600:.2f} h) in {args.out}")
+        return 0
     if args.ood:
         kwargs["ood"] = True
     paths = generate(args.out, args.hours, seed=args.seed, split=args.split, workers=args.workers,
@@ -150,6 +161,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--room-prob", type=float, default=0.0, help="share of clips put in a random room (reverb)")
     s.add_argument("--ood", action="store_true", help="render with the out-of-distribution timbre sources (OPL3 "
                    "FM bank, FM synthesis): a validation set for model selection and calibration (--split val only)")
+    s.add_argument("--eval-style", action="store_true", help="30-s clips of the evaluation's form (solo piano, "
+                   "one instrument, 2-4 instruments in turn; instruments playing several voices): for fitting "
+                   "what reads whole pieces, such as the instrument count (fit-count)")
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_data)

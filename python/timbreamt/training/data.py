@@ -588,21 +588,25 @@ def without_overlaps(part: Part) -> Part:
 
 
 def make_eval_clip(index: int, category: str, n_parts: int, renderer: Renderer | None = None,
-                   ood: bool = False) -> dict[str, np.ndarray]:
+                   ood: bool = False, seed: int | None = None, split: str = "val",
+                   programs: tuple[int, ...] = C.HELDOUT_PROGRAMS) -> dict[str, np.ndarray]:
     """Clip ``index`` of the evaluation set (deterministic in the index). Same layout as a training
     clip, plus ``category`` (str) and 30 s of audio stored as float32.
 
     ``ood``: the out-of-distribution split: music of its own seed namespace (and the music21 validation
     split), played by timbre sources never trained on (sources.py): solo piano by the OPL3 bank's piano;
-    other clips alternately by the OPL3 bank (any training or held-out GM program) and by FM synthesis."""
+    other clips alternately by the OPL3 bank (any training or held-out GM program) and by FM synthesis.
+    ``seed``, ``split``, ``programs``: clips of the same form for training or validation sets
+    (``generate_eval_style``): another seed namespace, music21 split and GM program pool; the defaults
+    are the evaluation set's."""
     if n_parts < 1:
         raise ValueError(f"an evaluation clip needs at least one instrument, got {n_parts}")
     renderer = renderer or _renderer(ood)
-    rng = clip_rng(EVAL_OOD_SEED if ood else EVAL_SEED, index)
+    rng = clip_rng(seed if seed is not None else EVAL_OOD_SEED if ood else EVAL_SEED, index)
     seconds = EVAL_CLIP_SECONDS
     parts: list[Part] = []
-    if rng.random() < 0.5:   # a piece of the music21 validation split, its voices spread over instruments
-        score = random_corpus_score(rng, "val")
+    if rng.random() < 0.5:   # a piece of the music21 split, its voices spread over instruments
+        score = random_corpus_score(rng, split)
         if len(score) >= n_parts:
             voices = corpus_part_slice(rng, score, seconds)
             parts = [_merge_parts(voices[i::n_parts]) for i in range(n_parts)]
@@ -621,7 +625,7 @@ def make_eval_clip(index: int, category: str, n_parts: int, renderer: Renderer |
     if category == "solo piano":
         progs = np.array([PIANO_PROGRAM], dtype=np.int16)
     else:
-        progs = np.array(rng.choice(C.HELDOUT_PROGRAMS, size=n_parts, replace=False), dtype=np.int16)
+        progs = np.array(rng.choice(programs, size=n_parts, replace=False), dtype=np.int16)
     soundfont = int(rng.integers(len(renderer.synths)))
     mix, notes = render_mixture(renderer, parts, progs, soundfont, seconds, rng, (0.5, 1.0), (0.3, 0.9))
     return {"audio": mix, "notes": notes, "programs": progs, "soundfont": np.int16(soundfont),
@@ -629,10 +633,10 @@ def make_eval_clip(index: int, category: str, n_parts: int, renderer: Renderer |
 
 
 def _worker_make_eval(args: tuple) -> str:
-    index, category, n_parts, out_dir, ood = args
+    index, category, n_parts, out_dir, ood, style = args
     path = Path(out_dir) / f"clip_{index:06d}.npz"
     if not path.exists():
-        clip = make_eval_clip(index, category, n_parts, ood=ood)
+        clip = make_eval_clip(index, category, n_parts, ood=ood, **style)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, **clip)
         os.replace(tmp, path)
@@ -668,11 +672,46 @@ def generate_eval_set(out_dir: str | Path, workers: int = 2, limit: int | None =
         raise DataError(f"{out} holds the {'in-distribution' if ood else 'out-of-distribution'} evaluation set; "
                         "give each split its own folder")
     meta_path.write_text(json.dumps(meta, indent=1))
-    jobs = [(i, cat, n, str(out), ood) for i, cat, n in plan]
+    jobs = [(i, cat, n, str(out), ood, {}) for i, cat, n in plan]
     with get_context("spawn").Pool(max(1, workers), initializer=_worker_init, initargs=(ood,)) as pool:
         paths = [Path(p) for p in tqdm(pool.imap(_worker_make_eval, jobs), total=len(jobs), disable=not progress,
                                        desc="rendering eval set", unit="clip")]
     return paths
+
+
+def generate_eval_style(out_dir: str | Path, hours: float, seed: int, split: str = "train", workers: int = 2,
+                        progress: bool = True, ood: bool = False) -> list[Path]:
+    """Render ``hours`` of clips of the evaluation set's form (30 s; solo piano, one instrument, 2, 3 and
+    4 instruments in turn; score voices spread over the instruments, so one instrument often plays
+    several voices) for training or validation: music of ``split``, the seed namespace ``seed``, the
+    training programs and soundfonts (``ood``: the out-of-distribution sources, validation only).
+    Resumable. Used to fit what must see whole pieces, such as the instrument count (training/count.py)."""
+    from multiprocessing import get_context
+
+    from tqdm import tqdm
+
+    if hours <= 0:
+        raise DataError(f"--hours must be positive, got {hours}")
+    if seed in (EVAL_SEED, EVAL_OOD_SEED):
+        raise DataError(f"seed {seed} is the evaluation set's: choose another")
+    if ood and split != "val":
+        raise DataError("--ood renders the out-of-distribution sources: for --split val only, never training")
+    check_synthesis()
+    if ood:
+        check_ood_sources()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    categories = [(cat, n) for cat, n, _ in EVAL_PLAN]
+    n_clips = max(1, int(round(hours * 3600 / EVAL_CLIP_SECONDS)))
+    (out / "meta.json").write_text(json.dumps({
+        "seed": seed, "split": split, "clips": n_clips, "clip_seconds": EVAL_CLIP_SECONDS, "style": "eval",
+        "categories": [list(c) for c in categories], "ood": ood,
+        "programs": list(C.TRAIN_PROGRAMS), "soundfonts": list(OOD_SOUNDFONTS if ood else C.TRAIN_SOUNDFONTS)}, indent=1))
+    style = {"seed": seed, "split": split, "programs": C.TRAIN_PROGRAMS}
+    jobs = [(i, *categories[i % len(categories)], str(out), ood, style) for i in range(n_clips)]
+    with get_context("spawn").Pool(max(1, workers), initializer=_worker_init, initargs=(ood,)) as pool:
+        return [Path(p) for p in tqdm(pool.imap(_worker_make_eval, jobs), total=len(jobs), disable=not progress,
+                                      desc="rendering", unit="clip")]
 
 
 def eval_plan_first(category: str) -> int:
