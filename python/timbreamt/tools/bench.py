@@ -177,7 +177,8 @@ def bench_web(seconds: float = 300.0, model: str = "septimbre", instruments: str
               source: Path | None = None, repeats: int = 3, log=print) -> dict:
     """The page against the CLI on the same file, in the same run.
 
-    Page (Chromium through Playwright, 2 ORT threads with COOP/COEP): cold start (page open -> engine
+    Page (Chromium through Playwright, COOP/COEP; the model in two inference workers of one ORT thread
+    each, see web/worker.js; the record says which engine ran): cold start (page open -> engine
     ready), then the file transcribed the page's way (the WAV streamed from the File); the first run
     includes waiting for the model. CLI: ``timbreamt transcribe`` as a process (wall time, Python start
     and model load included), and the in-process ``Transcriber`` (model loaded, 2 threads). Warm runs
