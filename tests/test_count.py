@@ -207,3 +207,12 @@ def test_fit_count_command_writes_a_model_that_counts_its_clips(tmp_path, shippe
     bad = subprocess.run([sys.executable, "-m", "timbreamt", "fit-count", str(shipped_models / "basicamt.onnx"),
                           "--data", str(clips), "--val", str(clips)], capture_output=True, text=True)
     assert bad.returncode != 0 and "no timbre embedding" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_shipped_septimbre_counts_with_its_fitted_model(shipped_models):
+    from timbreamt.core.graph_metadata import read_metadata
+
+    meta = read_metadata((shipped_models / "septimbre.onnx").read_bytes())
+    model = count.count_model_from_metadata(meta)
+    assert model is not None and model.classes == (1, 2, 3, 4)
+    assert count.count_model_from_metadata(read_metadata((shipped_models / "basicamt.onnx").read_bytes())) is None

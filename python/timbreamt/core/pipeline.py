@@ -21,7 +21,7 @@ from .count import CountModel, estimate_count
 from .transcription import Note, Track, Transcription
 
 AUTO_ONE_WARNING = ("one instrument found automatically; if there are more, give their number "
-                    "(the estimate often says 1 on mixtures)")
+                    "(the automatic count is right on about half of the clips of 1-4 instruments)")
 
 
 class MapAccumulator:
@@ -149,7 +149,7 @@ def assign_tracks(events: np.ndarray, note_emb: np.ndarray | None, instruments: 
     if instruments == "auto":
         k = max(1, estimate_count(events["start"], events["end"], note_emb, count_model))
         if k == 1 and len(events) > 1:
-            # measured: on validation and held-out mixtures the estimate most often errs by saying 1
+            # "1" is the answer a user cannot tell is wrong (one track looks plausible): say how to do better
             warnings.append(AUTO_ONE_WARNING)
     else:
         k = int(instruments)
