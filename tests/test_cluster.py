@@ -111,3 +111,31 @@ def test_estimate_k_on_many_notes_uses_a_bounded_subset(monkeypatch):
     monkeypatch.setattr(cluster, "affinity", lambda x, t=1.0: (seen.append(len(x)), real(x, t))[1])
     assert cluster.estimate_k(e) == 3
     assert max(seen) <= cluster.MAX_SPECTRAL_NOTES
+
+
+def test_faint_ghost_notes_join_groups_instead_of_forming_one():
+    """Three instruments and a few faint notes whose embeddings sit apart from all of them (harmonics
+    detected as notes): with N = 3 the ghosts would take a cluster of their own and merge two instruments;
+    formed by the louder notes only, the groups are the instruments and the ghosts join the nearest."""
+    rng = np.random.default_rng(0)
+    q = np.linalg.qr(rng.standard_normal((12, 12)))[0]
+    centres = [q[0], 0.7 * q[0] + np.sqrt(1 - 0.49) * q[1], q[2]]       # two instruments of one family
+    labels = np.repeat([0, 1, 2], 12)
+    e = np.array([centres[i] for i in labels]) + 0.3 * rng.standard_normal((36, 12)) / np.sqrt(12)
+    ghosts = q[3] + 0.05 * rng.standard_normal((4, 12))
+    emb = np.concatenate([e, ghosts])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    amp = np.concatenate([np.full(len(e), 0.9), np.full(4, 0.5)])
+    anchors = cluster.anchor_notes(amp)
+    assert anchors.tolist() == [True] * len(e) + [False] * 4
+    plain = cluster.spectral_labels(emb, 3, cluster.LABEL_TEMPERATURE)
+    assert len(set(plain[len(e):].tolist())) == 1 and not same_partition(plain[:len(e)], labels)
+    anchored = cluster.spectral_labels(emb, 3, cluster.LABEL_TEMPERATURE, anchors=anchors)
+    assert same_partition(anchored[:len(e)], labels) and set(anchored.tolist()) == {0, 1, 2}
+    # fewer anchors than groups: every note forms them
+    few = np.zeros(len(emb), bool)
+    few[:2] = True
+    assert np.array_equal(cluster.spectral_labels(emb, 3, cluster.LABEL_TEMPERATURE, anchors=few), plain)
+    with pytest.raises(ValueError, match="anchors must be"):
+        cluster.spectral_labels(emb, 3, anchors=anchors[:-1])
+    assert cluster.anchor_notes(np.zeros(0)).shape == (0,)

@@ -7,6 +7,8 @@ Runs unchanged in Pyodide: no scipy, no sklearn, no randomness. Same input -> sa
 - labels by cluster_qr (Damle, Minden & Ying): a pivoted-QR choice of k representative notes and a
   rotation of the eigenvectors onto them, with no random start (unlike k-means);
 - k estimated by the eigengap when not given.
+Faint notes (often upper harmonics detected as notes) do not form groups: they join the nearest group
+formed by the louder notes (anchor_notes).
 Large inputs: beyond MAX_SPECTRAL_NOTES notes the spectral step runs on an evenly spaced subset and
 the remaining notes join the cluster whose mean embedding is nearest (bounded memory and time).
 """
@@ -22,6 +24,13 @@ MAX_AUTO_CLUSTERS = 8
 # instead of 38% / 34% at 0.25.
 LABEL_TEMPERATURE = 0.25
 AUTO_TEMPERATURE = 0.1
+# The groups are formed by the notes at least this fraction of the clip's 90th-percentile note amplitude;
+# fainter notes then join the nearest group. Why: faint notes are often the upper harmonics of a louder
+# note detected as notes of their own ("ghosts"); their embeddings sit apart from every instrument's, so
+# with N given they took a cluster of their own and merged two real instruments (three_mix with the
+# v0.6.0 note branch: multi-instrument F1 0.48 -> 0.86 with this rule).
+ANCHOR_AMPLITUDE_FRACTION = 0.75
+ANCHOR_PERCENTILE = 90
 
 
 def note_embeddings(block_keys: np.ndarray, block_vectors: np.ndarray, frame_map: np.ndarray,
@@ -138,11 +147,24 @@ def subset_indices(n: int, limit: int = MAX_SPECTRAL_NOTES) -> np.ndarray:
     return np.arange(n) if n <= limit else np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
 
 
+def anchor_notes(amplitudes: np.ndarray) -> np.ndarray:
+    """Which notes (n,) bool form the groups: amplitude >= ANCHOR_AMPLITUDE_FRACTION x the clip's
+    ANCHOR_PERCENTILE-th percentile of note amplitudes."""
+    amp = np.asarray(amplitudes, dtype=np.float64)
+    if amp.ndim != 1:
+        raise ValueError(f"amplitudes must be (n,), got shape {amp.shape}")
+    if not len(amp):
+        return np.zeros(0, dtype=bool)
+    return amp >= ANCHOR_AMPLITUDE_FRACTION * np.percentile(amp, ANCHOR_PERCENTILE)
+
+
 def spectral_labels(embeddings: np.ndarray, k: int, temperature: float = 1.0,
-                    max_notes: int = MAX_SPECTRAL_NOTES) -> np.ndarray:
+                    max_notes: int = MAX_SPECTRAL_NOTES, anchors: np.ndarray | None = None) -> np.ndarray:
     """Cluster labels (n,) in 0..k-1 for L2-normalised note embeddings (n, D).
 
-    Labels are renumbered by first appearance (the first note gets 0), so they are canonical.
+    anchors (n,) bool: the notes that form the groups (anchor_notes); the others join the group whose mean
+    embedding is nearest. None, or fewer anchors than k: every note. Labels are renumbered by first
+    appearance (the first note gets 0), so they are canonical.
     """
     e = np.asarray(embeddings, dtype=np.float64)
     if e.ndim != 2:
@@ -155,7 +177,14 @@ def spectral_labels(embeddings: np.ndarray, k: int, temperature: float = 1.0,
     k = min(k, n)
     if k == 1:
         return np.zeros(n, dtype=np.int64)
-    idx = subset_indices(n, max_notes)
+    pool = np.arange(n)
+    if anchors is not None:
+        anchors = np.asarray(anchors, dtype=bool)
+        if anchors.shape != (n,):
+            raise ValueError(f"anchors must be ({n},) bool, got shape {anchors.shape}")
+        if anchors.sum() >= k:
+            pool = np.flatnonzero(anchors)
+    idx = pool[subset_indices(len(pool), max_notes)]
     _, vecs = spectrum(affinity(e[idx], temperature))
     return canonical_labels(extend_labels(e, idx, cluster_qr(vecs[:, :k]), k))
 

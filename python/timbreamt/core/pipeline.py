@@ -159,7 +159,8 @@ def assign_tracks(events: np.ndarray, note_emb: np.ndarray | None, instruments: 
             warnings.append(f"asked for {k} instruments but only {len(events)} notes were found: "
                             f"{k - len(events)} track(s) stay empty")
     if len(events):
-        labels = cluster.spectral_labels(note_emb, k, cluster.LABEL_TEMPERATURE)
+        labels = cluster.spectral_labels(note_emb, k, cluster.LABEL_TEMPERATURE,
+                                         anchors=cluster.anchor_notes(events["amplitude"]))
     return labels, k, warnings
 
 
