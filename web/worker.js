@@ -45,13 +45,17 @@ const READ_SECONDS = 10;       // seconds of audio read and resampled per piece
 
 function post(msg, transfer) { self.postMessage(msg, transfer || []); }
 
+/* The onnxruntime threads asked for, or by default as many as the machine has, at most 2. */
+function threadsWanted(threads) {
+  return threads || Math.min(2, self.navigator.hardwareConcurrency || 1);
+}
+
 /* Loads onnxruntime-web here, in this worker (the fallback, and the second worker's own engine). */
 function loadOrt(threads) {
   if (typeof ort === 'undefined') importScripts(baseUrl + 'ort/ort.wasm.min.js');
   ort.env.wasm.wasmPaths = baseUrl + 'ort/';
   // Threads need cross-origin isolation (COOP/COEP); without it onnxruntime-web runs on one thread.
-  const wanted = threads || Math.min(2, self.navigator.hardwareConcurrency || 1);
-  ort.env.wasm.numThreads = self.crossOriginIsolated ? wanted : 1;
+  ort.env.wasm.numThreads = self.crossOriginIsolated ? threadsWanted(threads) : 1;
   return ort.env.wasm.numThreads;
 }
 
@@ -60,7 +64,7 @@ async function init(base, threads, options = {}) {
   baseUrl = new URL(base.endsWith('/') ? base : base + '/', self.location.href).href;
   if (typeof WebAssembly !== 'object') throw new Error('this browser has no WebAssembly: timbreamt cannot run here');
   importScripts(baseUrl + 'wav.js');
-  const total = threads || Math.min(2, self.navigator.hardwareConcurrency || 1);
+  const total = threadsWanted(threads);
   const count = typeof Worker === 'undefined' ? 0 : options.inferenceWorkers ?? total;
   engine = { total, count, threadsEach: Math.max(1, Math.floor(total / Math.max(1, count))), started: null };
   importScripts(baseUrl + 'pyodide/pyodide.js');

@@ -26,7 +26,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
         if value:
             kwargs[name] = value
     if args.eval_style:
-        from ..training.data import generate_eval_style
+        from ..training.data import EVAL_CLIP_SECONDS, generate_eval_style
 
         if args.programs or args.midi or args.synth_fraction or args.room_prob:
             print("timbreamt: error: --eval-style renders the evaluation's form with the training programs and "
@@ -34,7 +34,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
             return 2
         paths = generate_eval_style(args.out, args.hours, seed=args.seed, split=args.split, workers=args.workers,
                                     progress=not args.quiet, ood=args.ood)
-        print(f"{len(paths)} clips of 30 s ({len(paths) * 30 / 3600:.2f} h) in {args.out}")
+        print(f"{len(paths)} clips of {EVAL_CLIP_SECONDS:g} s ({len(paths) * EVAL_CLIP_SECONDS / 3600:.2f} h) "
+              f"in {args.out}")
         return 0
     if args.ood:
         kwargs["ood"] = True

@@ -70,10 +70,10 @@ ENERGY_TOLERANCE = 11
 REFERENCE_THRESHOLDS = {"basicamt": (0.38, 0.22), "septimbre": (0.35, 0.31)}
 # Bounds of the user's options (one check for the CLI, the API and the page: contract.py)
 MAX_INSTRUMENTS = 16           # tracks a transcription may be split into (MIDI has 15 pitched channels + reuse)
-MAX_NOTE_MS = 60_000.0
+MAX_NOTE_MS = 60_000.0         # --min-note-ms above a minute would drop every note
 # onnxruntime threads per session and worker processes of a batch: more is a typo, and each costs memory
 MAX_THREADS = 256
-MAX_JOBS = 256         # --min-note-ms above a minute would drop every note
+MAX_JOBS = 256
 
 # --- chunked inference (windows.py), in frames --------------------------------------------------
 # A frame's receptive field is the CQT's lowest-octave kernel (~0.8 s each side) + the energy window

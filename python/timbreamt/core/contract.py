@@ -132,8 +132,9 @@ def check_options(onset_threshold: float | None = None, frame_threshold: float |
                   min_note_ms: float | None = None, instruments: int | str | None = "auto",
                   threads: int | None = None, jobs: int | None = None) -> None:
     """Check the user's options against their bounds before any model is loaded or any audio read
-    (decode_options and resolve_instruments themselves, so nothing is accepted here that fails there). Whether a model can separate the instruments is checked once it is loaded
-    (resolve_instruments). Raises OptionError naming the first bad option."""
+    (decode_options and resolve_instruments themselves, so nothing is accepted here that fails there).
+    Whether a model can separate the instruments is checked once it is loaded (resolve_instruments).
+    Raises OptionError naming the first bad option."""
     # the decoding checks themselves, over defaults that pass them: only the user's values can fail
     decode_options({}, True, onset_threshold, frame_threshold, min_note_ms=min_note_ms)
     resolve_instruments(instruments, True)

@@ -138,8 +138,9 @@ def assign_tracks(events: np.ndarray, note_emb: np.ndarray | None, instruments: 
     """(labels (n,) int64, number of tracks k, warnings) for decoded ``events`` (notes.NOTE_DTYPE).
 
     instruments: None/1 (one track), 'auto' (estimated by ``count_model``, the graph's fitted
-    estimator, else by the eigengap) or an int N; note_emb (n, D) is needed unless one track is asked. Cheap next to decoding: the page calls it again for another N
-    without running the model (core/browser_job.py)."""
+    estimator, else by the eigengap) or an int N; note_emb (n, D) is needed unless one track is
+    asked. Cheap next to decoding: the page calls it again for another N without running the model
+    (core/browser_job.py)."""
     warnings: list[str] = []
     labels = np.zeros(len(events), dtype=np.int64)
     if instruments in (None, 1):

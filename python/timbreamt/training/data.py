@@ -446,20 +446,26 @@ def _worker_make(args: tuple) -> str:
     return str(path)
 
 
+def check_render_request(hours: float, split: str, ood: bool) -> None:
+    """Refuse, before anything is rendered, what a data set cannot be: no length, out-of-distribution
+    sources in a training split, or a synthesiser (or soundfont) that is missing."""
+    if hours <= 0:
+        raise DataError(f"--hours must be positive, got {hours}")
+    if ood and split != "val":
+        raise DataError("--ood renders the out-of-distribution sources: for --split val only, never training")
+    check_synthesis()  # fail early, with a clear message, if fluidsynth or a soundfont is missing
+    if ood:
+        check_ood_sources()
+
+
 def generate(out_dir: str | Path, hours: float, seed: int = 0, split: str = "train", workers: int = 2,
              progress: bool = True, **kwargs) -> list[str]:
     """Render ``hours`` of clips into ``out_dir`` with ``workers`` processes; resumable (existing
     clips are kept). Writes ``meta.json`` describing the set."""
     from multiprocessing import get_context
 
-    if hours <= 0:
-        raise DataError(f"--hours must be positive, got {hours}")
-    check_synthesis()  # fail early, with a clear message, if fluidsynth or a soundfont is missing
     ood = bool(kwargs.get("ood"))
-    if ood:
-        if split != "val":
-            raise DataError("--ood renders the out-of-distribution sources: for --split val only, never training")
-        check_ood_sources()
+    check_render_request(hours, split, ood)
     if kwargs.get("midi_files"):
         kwargs["midi_files"] = tuple(kwargs["midi_files"])
     out = Path(out_dir)
@@ -648,10 +654,6 @@ def generate_eval_set(out_dir: str | Path, workers: int = 2, limit: int | None =
     """Render the evaluation set (``ood``: its out-of-distribution split) into ``out_dir`` (kept as a
     cache: existing clips are reused). ``limit`` takes only the first clips of each category (quick
     runs). Returns the clip paths."""
-    from multiprocessing import get_context
-
-    from tqdm import tqdm
-
     check_synthesis()
     if ood:
         check_ood_sources()
@@ -673,10 +675,18 @@ def generate_eval_set(out_dir: str | Path, workers: int = 2, limit: int | None =
                         "give each split its own folder")
     meta_path.write_text(json.dumps(meta, indent=1))
     jobs = [(i, cat, n, str(out), ood, {}) for i, cat, n in plan]
+    return _render_eval_form(jobs, ood, workers, progress, "rendering eval set")
+
+
+def _render_eval_form(jobs: list[tuple], ood: bool, workers: int, progress: bool, desc: str) -> list[Path]:
+    """Render clips of the evaluation's form (``_worker_make_eval`` jobs) in ``workers`` processes."""
+    from multiprocessing import get_context
+
+    from tqdm import tqdm
+
     with get_context("spawn").Pool(max(1, workers), initializer=_worker_init, initargs=(ood,)) as pool:
-        paths = [Path(p) for p in tqdm(pool.imap(_worker_make_eval, jobs), total=len(jobs), disable=not progress,
-                                       desc="rendering eval set", unit="clip")]
-    return paths
+        return [Path(p) for p in tqdm(pool.imap(_worker_make_eval, jobs), total=len(jobs), disable=not progress,
+                                      desc=desc, unit="clip")]
 
 
 def generate_eval_style(out_dir: str | Path, hours: float, seed: int, split: str = "train", workers: int = 2,
@@ -686,19 +696,9 @@ def generate_eval_style(out_dir: str | Path, hours: float, seed: int, split: str
     several voices) for training or validation: music of ``split``, the seed namespace ``seed``, the
     training programs and soundfonts (``ood``: the out-of-distribution sources, validation only).
     Resumable. Used to fit what must see whole pieces, such as the instrument count (training/count.py)."""
-    from multiprocessing import get_context
-
-    from tqdm import tqdm
-
-    if hours <= 0:
-        raise DataError(f"--hours must be positive, got {hours}")
     if seed in (EVAL_SEED, EVAL_OOD_SEED):
         raise DataError(f"seed {seed} is the evaluation set's: choose another")
-    if ood and split != "val":
-        raise DataError("--ood renders the out-of-distribution sources: for --split val only, never training")
-    check_synthesis()
-    if ood:
-        check_ood_sources()
+    check_render_request(hours, split, ood)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     categories = [(cat, n) for cat, n, _ in EVAL_PLAN]
@@ -709,9 +709,7 @@ def generate_eval_style(out_dir: str | Path, hours: float, seed: int, split: str
         "programs": list(C.TRAIN_PROGRAMS), "soundfonts": list(OOD_SOUNDFONTS if ood else C.TRAIN_SOUNDFONTS)}, indent=1))
     style = {"seed": seed, "split": split, "programs": C.TRAIN_PROGRAMS}
     jobs = [(i, *categories[i % len(categories)], str(out), ood, style) for i in range(n_clips)]
-    with get_context("spawn").Pool(max(1, workers), initializer=_worker_init, initargs=(ood,)) as pool:
-        return [Path(p) for p in tqdm(pool.imap(_worker_make_eval, jobs), total=len(jobs), disable=not progress,
-                                      desc="rendering", unit="clip")]
+    return _render_eval_form(jobs, ood, workers, progress, "rendering")
 
 
 def eval_plan_first(category: str) -> int:
