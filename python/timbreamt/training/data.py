@@ -533,7 +533,7 @@ def generate(out_dir: str | Path, hours: float, seed: int = 0, split: str = "tra
     out.mkdir(parents=True, exist_ok=True)
     n = max(1, int(round(hours * 3600 / CLIP_SECONDS)))
     meta = {"seed": seed, "split": split, "clips": n, "clip_seconds": CLIP_SECONDS,
-            "sample_rate": C.SAMPLE_RATE, "soundfonts": list(C.TRAIN_SOUNDFONTS),
+            "sample_rate": C.SAMPLE_RATE, "soundfonts": list(OOD_SOUNDFONTS if ood else C.TRAIN_SOUNDFONTS),
             "programs": list(kwargs.get("programs", C.TRAIN_PROGRAMS)),
             "midi_files": list(kwargs.get("midi_files", ())), "midi_fraction": kwargs.get("midi_fraction", 0.5),
             "synth_fraction": kwargs.get("synth_fraction", 0.0), "synth_families": list(TRAIN_SYNTH_FAMILIES),
