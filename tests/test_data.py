@@ -186,7 +186,7 @@ def test_train_cli_checkpoints_resumes_and_exports(tmp_path):
     assert r.returncode == 0, r.stderr
     meta = read_metadata((tmp_path / "pitch_models" / "basicamt.onnx").read_bytes())
     assert meta["conv2_rank"] == "8" and meta["neck_bins"] == "84" and meta["conv2_order"] == "time-first"
-    for bad, message in ((["septimbre", "--init-from", run, "--teacher", run], "it trains basicamt only"),
+    for bad, message in ((["septimbre", "--init-from", run, "--teacher", run], "they train basicamt only"),
                          (["basicamt", "--teacher", run, "--distill", 0], "--distill must be > 0, got 0.0"),
                          (["basicamt", "--teacher", tmp_path / "no_run"], "checkpoint not found")):
         r = cli("train", *bad, "--epochs", 1, *[a if a != run else tmp_path / "unused" for a in common])

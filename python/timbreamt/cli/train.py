@@ -54,6 +54,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       threads=args.threads, dynamic_mix=args.dynamic_mix, val_clips=args.val_clips,
                       conv2_rank=args.conv2_rank, conv_kernel=args.conv_kernel, neck_bins=args.neck_bins,
                       conv2_time_first=args.conv2_time_first, teacher=args.teacher or "", distill=args.distill,
+                      teacher_maps=args.teacher_maps or "",
                       neck_kernel=args.neck_kernel or 0, augment=args.augment, hard_mix=args.hard_mix,
                       harmonic_labels=args.harmonic_labels, encoder_from=args.encoder_from or "")
     try:      # the note branch's shape options, checked before any data is read
@@ -64,6 +65,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     record = train(args.data, args.out, cfg, val_dir=args.val, resume=args.resume, progress=not args.quiet)
     print(f"done: {record}")
     return 0
+
+
+def _cmd_teacher_maps(args: argparse.Namespace) -> int:
+    from ..training.teacher import write_teacher_maps
+
+    model = args.model or str(_reference_basicamt())
+    done = write_teacher_maps(args.data, args.out, model, threads=args.threads, progress=not args.quiet)
+    print(f"teacher maps of {done} more clips in {args.out} (from {model})")
+    return 0
+
+
+def _reference_basicamt() -> Path:
+    from ..tools.paths import REFERENCE_MODELS_DIR, require_dir
+
+    return require_dir(REFERENCE_MODELS_DIR, "the reference graphs") / "basicamt_44100.onnx"
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -200,8 +216,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "84: one per pitch, ~20%% faster windows, less accurate; a 252-row --init-from is folded to pitches)")
     s.add_argument("--teacher", default=None, help="basicamt: a trained BasicAMT run or checkpoint whose onset "
                    "and frame probabilities the model also learns to match (distillation)")
+    s.add_argument("--teacher-maps", default=None, help="basicamt: a folder of teacher maps of the --data clips "
+                   "(`timbreamt teacher-maps`: the reference graph's probabilities, calibrated to our labels) the "
+                   "model also learns to match (distillation)")
     s.add_argument("--distill", type=float, default=1.0,
-                   help="weight of the distillation loss against the label loss (with --teacher)")
+                   help="weight of the distillation loss against the label loss (with --teacher or --teacher-maps)")
     s.add_argument("--dynamic-mix", type=float, default=0.0,
                    help="septimbre: share of examples mixed on the fly from solo clips (0-1)")
     s.add_argument("--hard-mix", type=float, default=0.0,
@@ -218,6 +237,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--resume", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("teacher-maps", help="onset and frame maps of a teacher graph on every clip of a data set, "
+                       "calibrated to its labels (for train --teacher-maps; resumable)")
+    s.add_argument("--data", required=True, help="the clips (a `timbreamt data` folder)")
+    s.add_argument("--out", required=True, help="folder for the maps (one .npz per clip, teacher.json)")
+    s.add_argument("--model", default=None, help="the teacher graph (default: the reference's basicamt_44100.onnx)")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_teacher_maps)
 
     s = sub.add_parser("export", help="export a run to float32-safe ONNX (with checks)")
     s.add_argument("run", help="run folder or checkpoint")

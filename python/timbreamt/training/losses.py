@@ -22,16 +22,17 @@ def note_loss(out: dict[str, torch.Tensor], frame: torch.Tensor, onset: torch.Te
             + focal_loss(out["onset"], onset, C.FOCAL_ALPHA_ONSET))
 
 
-def distillation_loss(out: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]) -> torch.Tensor:
+def distillation_loss(out: dict[str, torch.Tensor], teacher_probs: dict[str, torch.Tensor]) -> torch.Tensor:
     """Binary cross-entropy of the student's onset and frame logits against a teacher's probabilities
     (B, 84, T each), minus the teacher's own entropy: a KL divergence per cell, >= 0 and 0 only where the
-    student's probabilities equal the teacher's (the gradient is sigmoid(student) - sigmoid(teacher)).
+    student's probabilities equal the teacher's (the gradient is sigmoid(student) - teacher).
     Unweighted (a plain KL divergence), unlike the focal label loss it is added to."""
     total = out["frame"].new_zeros(())
     for key in ("frame", "onset"):
-        target = torch.sigmoid(teacher[key].detach())
+        target = teacher_probs[key].detach()
         ce = F.binary_cross_entropy_with_logits(out[key], target)
-        entropy = F.binary_cross_entropy_with_logits(teacher[key].detach(), target)
+        p = target.clamp(1e-7, 1 - 1e-7)
+        entropy = -(p * torch.log(p) + (1 - p) * torch.log1p(-p)).mean()
         total = total + ce - entropy
     return total
 

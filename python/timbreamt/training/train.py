@@ -22,6 +22,7 @@ from .data import add_source, list_clips, load_clip, piano_rolls, scale_peak
 from .sources import SYNTH_PROGRAM_BASE
 from ..core.errors import DataError
 from .losses import distillation_loss, info_nce, note_loss
+from .teacher import calibrate, load_teacher_maps, read_calibration
 from .checkpoints import (atomic_save, load_basicamt_checkpoint, load_checkpoint, load_note_weights, model_from_checkpoint,
                           note_shape, shape_flags)
 from .models import build_model, count_parameters
@@ -66,6 +67,9 @@ class TrainConfig:
     # cheaper note branch trained on labels alone ended below the larger one it started from (tried on
     # the 3 x 3 time-first branch: no gain, see the model card)
     teacher: str = ""
+    # basicamt: a folder of teacher maps of the training clips (`timbreamt teacher-maps`, training/teacher.py:
+    # the reference's published graph, calibrated to our labels), matched with weight ``distill``
+    teacher_maps: str = ""
     distill: float = 1.0
     # 'basic': gain, tilt and white noise (v0.5.0's); 'full': then EQ, compression, band-limiting and
     # coloured noise, each with probability 0.3 (training/augment.py)
@@ -82,14 +86,23 @@ class ClipSampler:
 
     def __init__(self, data_dir: str | Path, segment_seconds: float, rng: np.random.Generator,
                  multi_part_only: bool = False, dynamic_mix: float = 0.0, augment_mode: str = "basic",
-                 hard_mix: float = 0.0, harmonic_labels: float = 0.0) -> None:
+                 hard_mix: float = 0.0, harmonic_labels: float = 0.0, teacher_maps: str | Path = "") -> None:
         for name, share in (("--dynamic-mix", dynamic_mix), ("--hard-mix", hard_mix),
                             ("--harmonic-labels", harmonic_labels)):
             if not 0.0 <= share <= 1.0:
                 raise DataError(f"{name} must be a share between 0 and 1, got {share}")
         if hard_mix > 0 and dynamic_mix <= 0:
             raise DataError("--hard-mix is a share of the dynamic mixtures: it needs --dynamic-mix > 0")
-        clips = [load_clip(p) for p in list_clips(data_dir)]
+        paths = list_clips(data_dir)
+        clips = [load_clip(p) for p in paths]
+        # distillation targets (training/teacher.py): each clip's calibrated teacher maps, cropped with it
+        self.teacher_calibration = read_calibration(teacher_maps) if teacher_maps else None
+        if teacher_maps:
+            if dynamic_mix > 0:
+                raise DataError("--teacher-maps holds maps of the rendered clips: it cannot be used with "
+                                "--dynamic-mix (mixtures made on the fly have none)")
+            for path, clip in zip(paths, clips):
+                clip["teacher"] = load_teacher_maps(teacher_maps, path, len(clip["audio"]))
         self.clips = clips
         self.solo = [c for c in clips if len(c["programs"]) == 1] if dynamic_mix > 0 else []
         self.solo_programs = len({int(c["programs"][0]) for c in self.solo})
@@ -112,8 +125,9 @@ class ClipSampler:
         self.segment = int(segment_seconds * C.SAMPLE_RATE) // C.HOP * C.HOP
         self.rng = rng
 
-    def _crop(self, clip: dict) -> tuple[np.ndarray, np.ndarray]:
-        """A random segment of a clip and its notes (pitch, start_s, end_s, part) relative to it."""
+    def _crop(self, clip: dict) -> tuple[np.ndarray, np.ndarray, int]:
+        """A random segment of a clip, its notes (pitch, start_s, end_s, part) relative to it, and its start
+        (samples, a whole number of hops)."""
         audio = clip["audio"].astype(np.float32)
         max_start = max(0, len(audio) - self.segment) // C.HOP
         start = int(self.rng.integers(max_start + 1)) * C.HOP
@@ -122,7 +136,15 @@ class ClipSampler:
         seg[:len(piece)] = piece
         notes = clip["notes"].copy()
         notes[:, 1:3] -= start / C.SAMPLE_RATE
-        return seg, notes
+        return seg, notes, start
+
+    def _teacher_crop(self, clip: dict, start: int, n_frames: int) -> np.ndarray:
+        """The teacher maps (2, 84, n_frames) of the frames a crop starting at ``start`` covers (0 past the
+        clip's end)."""
+        out = np.zeros((2, C.N_PITCHES, n_frames), np.float16)
+        piece = clip["teacher"][:, :, start // C.HOP:start // C.HOP + n_frames]
+        out[:, :, :piece.shape[-1]] = piece
+        return out
 
     def _dynamic_mixture(self) -> tuple[np.ndarray, np.ndarray]:
         """2-4 solo crops of different programs summed with random gains; part = source index. A share
@@ -140,7 +162,7 @@ class ClipSampler:
         mix = np.zeros(self.segment, dtype=np.float32)
         rows = []
         for k, clip in enumerate(chosen):
-            seg, notes = self._crop(clip)
+            seg, notes, _ = self._crop(clip)
             add_source(mix, seg, self.rng, (0.3, 1.0))      # the gains of the rendered mixtures
             notes[:, 3] = k
             rows.append(notes)
@@ -172,21 +194,26 @@ class ClipSampler:
         return chosen
 
     def batch(self, size: int, noise_prob: float) -> dict[str, torch.Tensor]:
-        audios, frames, onsets, parts = [], [], [], []
+        audios, frames, onsets, parts, teachers = [], [], [], [], []
+        n_frames = (self.segment - 1) // C.HOP + 1
         for _ in range(size):
             if self.dynamic_mix > 0 and self.rng.random() < self.dynamic_mix:
                 seg, notes = self._dynamic_mixture()
             else:
-                seg, notes = self._crop(self.clips[int(self.rng.integers(len(self.clips)))])
+                clip = self.clips[int(self.rng.integers(len(self.clips)))]
+                seg, notes, start = self._crop(clip)
+                if self.teacher_calibration is not None:
+                    teachers.append(self._teacher_crop(clip, start, n_frames))
             seg = augment(seg, self.rng, noise_prob)
             if self.augment_mode == "full":
                 from .augment import random_chain
 
                 seg = random_chain(seg, self.rng, FULL_AUGMENT_PROB)
-            n_frames = (self.segment - 1) // C.HOP + 1
             if self.rng.random() < 0.04:   # digital silence or faint noise: no notes
                 seg = (self.rng.standard_normal(len(seg)) * self.rng.choice([0.0, 1e-5, 1e-3])).astype(np.float32)
                 notes = notes[:0]
+                if teachers:           # nor any the teacher heard
+                    teachers[-1] = np.zeros_like(teachers[-1])
             rolls = piano_rolls(notes, n_frames)
             if self.harmonic_labels > 0:
                 rolls["part"] = label_harmonics(rolls["part"], notes, n_frames, self.rng, self.harmonic_labels)
@@ -194,9 +221,14 @@ class ClipSampler:
             frames.append(rolls["frame"])
             onsets.append(rolls["onset"])
             parts.append(rolls["part"])
-        return {"audio": torch.from_numpy(np.stack(audios)), "frame": torch.from_numpy(np.stack(frames)),
-                "onset": torch.from_numpy(np.stack(onsets)),
-                "part": torch.from_numpy(np.stack(parts).astype(np.int64))}
+        batch = {"audio": torch.from_numpy(np.stack(audios)), "frame": torch.from_numpy(np.stack(frames)),
+                 "onset": torch.from_numpy(np.stack(onsets)),
+                 "part": torch.from_numpy(np.stack(parts).astype(np.int64))}
+        if teachers:
+            maps = calibrate(np.stack(teachers), self.teacher_calibration)
+            batch["teacher_onset"] = torch.from_numpy(maps[:, 0])
+            batch["teacher_frame"] = torch.from_numpy(maps[:, 1])
+        return batch
 
 
 AUGMENT_MODES = ("basic", "full")
@@ -268,9 +300,12 @@ def _device() -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def _teacher_key(teacher: str, distill: float) -> tuple[str, float]:
+def _teacher_key(teacher: str, teacher_maps: str, distill: float) -> tuple[str, str, float]:
     """A distillation set-up, comparable across command lines (a path given relative or absolute)."""
-    return (str(Path(teacher).resolve()), float(distill)) if teacher else ("", 0.0)
+    if not (teacher or teacher_maps):
+        return "", "", 0.0
+    return (str(Path(teacher).resolve()) if teacher else "", str(Path(teacher_maps).resolve()) if teacher_maps else "",
+            float(distill))
 
 
 # the calibration grid of validation (export calibrates on a wider one): small, so it costs seconds
@@ -371,9 +406,11 @@ class Run:
 
 def check_config(config: TrainConfig) -> None:
     """DataError for a set-up that cannot train (before anything is read)."""
-    if config.teacher and config.model != "basicamt":
-        raise DataError("--teacher distils a note branch: it trains basicamt only")
-    if config.teacher and not config.distill > 0:
+    if (config.teacher or config.teacher_maps) and config.model != "basicamt":
+        raise DataError("--teacher and --teacher-maps distil a note branch: they train basicamt only")
+    if config.teacher and config.teacher_maps:
+        raise DataError("--teacher and --teacher-maps are two teachers: give one")
+    if (config.teacher or config.teacher_maps) and not config.distill > 0:
         raise DataError(f"--distill must be > 0, got {config.distill}")
 
 
@@ -399,7 +436,8 @@ def make_sampler(config: TrainConfig, data_dir: str | Path, rng: np.random.Gener
     return ClipSampler(data_dir, config.segment_seconds, rng, multi_part_only=septimbre,
                        dynamic_mix=config.dynamic_mix if septimbre else 0.0, augment_mode=config.augment,
                        hard_mix=config.hard_mix if septimbre else 0.0,
-                       harmonic_labels=config.harmonic_labels if septimbre else 0.0)
+                       harmonic_labels=config.harmonic_labels if septimbre else 0.0,
+                       teacher_maps=config.teacher_maps)
 
 
 def _septimbre_from_notes(config: TrainConfig) -> torch.nn.Module:
@@ -489,10 +527,12 @@ def resume_run(run: Run) -> None:
     if config.model == "basicamt" and shape != config.note_shape():
         raise DataError(f"--resume: the run in {run.folder} has {shape_flags(shape)}; resume it with the same")
     # a resumed run's loss must be the one it was trained with: the same teacher and weight (or none)
-    was = ckpt["config"].get("teacher", ""), float(ckpt["config"].get("distill", 1.0))
-    now = config.teacher, config.distill
+    was = (ckpt["config"].get("teacher", ""), ckpt["config"].get("teacher_maps", ""),
+           float(ckpt["config"].get("distill", 1.0)))
+    now = config.teacher, config.teacher_maps, config.distill
     if _teacher_key(*was) != _teacher_key(*now):
-        before = f"--teacher {was[0]} --distill {was[1]:g}" if was[0] else "no --teacher"
+        before = (" ".join(f"--{flag} {value}" for flag, value in (("teacher", was[0]), ("teacher-maps", was[1]))
+                           if value) + f" --distill {was[2]:g}") if was[0] or was[1] else "no --teacher"
         raise DataError(f"--resume: the run in {run.folder} was trained with {before}; resume it with the same")
     run.model.load_state_dict(ckpt["model"])
     run.optimiser.load_state_dict(ckpt["optimiser"])
@@ -571,8 +611,11 @@ def training_step(run: Run, batch: dict[str, torch.Tensor]) -> float:
         loss = note_loss(out, batch["frame"].to(run.device), batch["onset"].to(run.device))
         if run.teacher is not None:
             with torch.no_grad():
-                teacher_out = run.teacher.forward_logits(audio)
-            loss = loss + config.distill * distillation_loss(out, teacher_out)
+                teacher_probs = {k: torch.sigmoid(v) for k, v in run.teacher.forward_logits(audio).items()}
+            loss = loss + config.distill * distillation_loss(out, teacher_probs)
+        elif "teacher_frame" in batch:
+            teacher_probs = {k: batch[f"teacher_{k}"].to(run.device) for k in ("onset", "frame")}
+            loss = loss + config.distill * distillation_loss(out, teacher_probs)
     run.optimiser.zero_grad(set_to_none=True)
     loss.backward()
     run.optimiser.step()
