@@ -139,3 +139,114 @@ def test_faint_ghost_notes_join_groups_instead_of_forming_one():
     with pytest.raises(ValueError, match="anchors must be"):
         cluster.spectral_labels(emb, 3, anchors=anchors[:-1])
     assert cluster.anchor_notes(np.zeros(0)).shape == (0,)
+
+
+def two_registers(seed=0, per=30, spread=0.3):
+    """Two instruments of one timbre (one embedding centre, e.g. two violins) in separate registers,
+    playing at the same times: only the register tells them apart."""
+    rng = np.random.default_rng(seed)
+    centre = np.linalg.qr(rng.standard_normal((12, 12)))[0][0]
+    truth = np.repeat([0, 1], per)
+    e = centre + spread * rng.standard_normal((2 * per, 12)) / np.sqrt(12)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    pitches = np.where(truth == 0, rng.integers(40, 53, 2 * per), rng.integers(67, 80, 2 * per))
+    return e, pitches, truth
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_register_splits_one_timbre_in_two_registers(seed):
+    e, pitches, truth = two_registers(seed)
+    assert same_partition(cluster.instrument_labels(e, pitches, 2), truth)
+    # timbre alone cannot: the old grouping mixes the registers
+    assert not same_partition(cluster.spectral_labels(e, 2, cluster.LABEL_TEMPERATURE), truth)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_instrument_labels_keep_timbre_groups_across_registers(k):
+    """Distinct timbres spanning the same register are still grouped by timbre: the register prior is weak."""
+    e, labels = groups(k, 30)
+    pitches = np.random.default_rng(k).integers(48, 73, len(labels))
+    assert same_partition(cluster.instrument_labels(e, pitches, k), labels)
+
+
+def test_instrument_labels_deterministic_canonical_and_edge_cases():
+    e, pitches, _ = two_registers(3)
+    a = cluster.instrument_labels(e, pitches, 3)
+    assert np.array_equal(a, cluster.instrument_labels(e.copy(), pitches.copy(), 3))
+    assert a.shape == (len(e),) and a.dtype == np.int64
+    assert a[0] == 0 and set(a.tolist()) == {0, 1, 2}
+    assert cluster.instrument_labels(np.zeros((0, 12)), np.zeros(0), 3).shape == (0,)
+    assert cluster.instrument_labels(e, pitches, 1).tolist() == [0] * len(e)
+    assert sorted(cluster.instrument_labels(e[:2], pitches[:2], 5).tolist()) == [0, 1]
+    with pytest.raises(ValueError, match="pitches must be"):
+        cluster.instrument_labels(e, pitches[:-1], 2)
+    with pytest.raises(ValueError, match="anchors must be"):
+        cluster.instrument_labels(e, pitches, 2, anchors=np.ones(3, bool))
+    with pytest.raises(ValueError, match=">= 1"):
+        cluster.instrument_labels(e, pitches, 0)
+
+
+def test_instrument_labels_on_many_notes_use_a_subset_and_stay_correct():
+    rng = np.random.default_rng(4)
+    e, pitches, truth = two_registers(4, per=1500)
+    got = cluster.instrument_labels(e, pitches, 2, max_notes=300)
+    assert same_partition(got, truth)
+
+
+def test_faint_notes_join_the_group_of_highest_mean_affinity_not_the_biggest():
+    """A faint note of the small group's timbre: summed over members (extend_labels) the big group draws
+    it in; by mean affinity it joins its own group."""
+    rng = np.random.default_rng(0)
+    q = np.linalg.qr(rng.standard_normal((12, 12)))[0]
+    big = 0.8 * q[0] + 0.6 * q[1] + 0.1 * rng.standard_normal((30, 12)) / np.sqrt(12)
+    small = q[1] + 0.1 * rng.standard_normal((5, 12)) / np.sqrt(12)
+    faint = (0.3 * q[0] + q[1])[None, :]
+    e = np.concatenate([big, small, faint])
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    pitches = np.full(len(e), 60)
+    anchors = np.r_[np.ones(35, bool), False]
+    got = cluster.instrument_labels(e, pitches, 2, anchors=anchors)
+    assert same_partition(got[:35], np.repeat([0, 1], [30, 5]))
+    assert got[-1] == got[30]                          # with the small group
+    old = cluster.spectral_labels(e, 2, cluster.LABEL_TEMPERATURE, anchors=anchors)
+    assert old[-1] == old[0]                           # the old rule put it with the big one
+
+
+def test_join_by_mean_affinity_equals_the_mean_of_the_pair_affinities():
+    rng = np.random.default_rng(1)
+    e = rng.standard_normal((40, 12))
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    p = rng.integers(30, 90, 40).astype(float)
+    groups_of = np.arange(30) % 3
+    got = cluster.join_by_mean_affinity(e[30:], p[30:], e[:30], p[:30], groups_of, 3)
+    full = cluster.register_log_affinity(e, p)
+    want = np.stack([full[30:, :30][:, groups_of == c].mean(axis=1) for c in range(3)], 1).argmax(axis=1)
+    assert np.array_equal(got, want)
+
+
+def test_spectral_kmeans_moves_stray_points_and_never_empties_a_cluster():
+    x = np.array([[1.0, 0.0], [0.9, 0.1], [0.95, 0.05], [0.0, 1.0], [0.1, 0.9], [0.05, 0.95]])
+    start = np.array([0, 0, 1, 1, 1, 1])               # the third point starts in the wrong group
+    assert cluster.spectral_kmeans(x, start).tolist() == [0, 0, 0, 1, 1, 1]
+    assert cluster.spectral_kmeans(x, start, steps=0).tolist() == start.tolist()
+    # a step that would leave a cluster empty is not taken: the two points of group 1 (at +-90 degrees, mean
+    # at the origin) are each nearer group 0 (+45) or group 2 (-45)
+    deg = np.radians([45, 45, -45, -45, 90, -90])
+    ring = np.stack([np.cos(deg), np.sin(deg), np.zeros(6)], 1)          # (n, k) with k = 3
+    start = np.array([0, 0, 2, 2, 1, 1])
+    assert cluster.spectral_kmeans(ring, start).tolist() == start.tolist()
+
+
+def test_assign_tracks_uses_the_register():
+    """The pipeline's grouping (what CLI and page run) separates one timbre in two registers."""
+    from timbreamt.core import notes
+    from timbreamt.core.pipeline import assign_tracks
+
+    e, pitches, truth = two_registers(0)
+    events = np.zeros(len(e), dtype=notes.NOTE_DTYPE)
+    events["start"] = np.arange(len(e)) % 30 * 20
+    events["end"] = events["start"] + 15
+    events["pitch"] = pitches
+    events["amplitude"] = 0.8
+    labels, k, warnings = assign_tracks(events, e, 2)
+    assert k == 2 and not warnings and same_partition(labels, truth)

@@ -160,8 +160,9 @@ def assign_tracks(events: np.ndarray, note_emb: np.ndarray | None, instruments: 
             warnings.append(f"asked for {k} instruments but only {len(events)} notes were found: "
                             f"{k - len(events)} track(s) stay empty")
     if len(events):
-        labels = cluster.spectral_labels(note_emb, k, cluster.LABEL_TEMPERATURE,
-                                         anchors=cluster.anchor_notes(events["amplitude"]))
+        # timbre and register (cluster.instrument_labels): above the timbre-only grouping on OOD mixtures
+        labels = cluster.instrument_labels(note_emb, events["pitch"], k,
+                                           anchors=cluster.anchor_notes(events["amplitude"]))
     return labels, k, warnings
 
 
