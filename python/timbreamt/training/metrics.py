@@ -62,7 +62,7 @@ def decode_to_intervals(onset: np.ndarray, frame: np.ndarray, onset_threshold: f
 
 
 def calibrate_thresholds(maps: list[tuple[np.ndarray, np.ndarray]], refs: list[np.ndarray],
-                         onset_grid: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+                         onset_grid: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
                          frame_grid: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
                          melodia_grid: tuple[bool, ...] = (True, False)) -> dict:
     """Grid-search the decoding (onset and frame thresholds, melodia pass on/off) maximising mean
