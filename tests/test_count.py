@@ -13,7 +13,7 @@ from timbreamt.core.errors import ModelError
 from timbreamt.core.pipeline import assign_tracks
 from timbreamt.core.notes import NOTE_DTYPE
 
-F = len(count.FEATURE_NAMES)
+F = len(count.DEFAULT_FEATURES)          # the features of models fitted with fit-count's default
 
 
 def timbres(k, dim=12, seed=0):
@@ -44,7 +44,7 @@ def always(n, classes=(1, 2, 3, 4)):
 def test_features_see_polyphony_and_overlap_within_timbre_groups():
     solo = count.count_features(*parts(1))
     quartet = count.count_features(*parts(4))
-    names = count.FEATURE_NAMES
+    names = count.DEFAULT_FEATURES
     get = lambda f, name: f[names.index(name)]                      # noqa: E731
     assert get(solo, "polyphony>=2") == 0.0 and get(solo, "mean polyphony") == 1.0
     assert get(quartet, "polyphony>=4") > 0.5 and get(quartet, "polyphony q0.9") == 4.0
@@ -60,7 +60,37 @@ def test_features_see_polyphony_and_overlap_within_timbre_groups():
 def test_features_of_long_clips_use_every_note_for_the_groups():
     starts, ends, emb = parts(4, notes_per_part=400)                  # 1,600 notes: a subset for the spectrum
     f = count.count_features(starts, ends, emb)
-    assert f[count.FEATURE_NAMES.index("overlap within 4 groups")] == 0.0
+    assert f[count.DEFAULT_FEATURES.index("overlap within 4 groups")] == 0.0
+
+
+def chords(sizes, gap=20, spread=0):
+    """Onsets of chords of ``sizes`` notes, one chord every ``gap`` frames, the notes of a chord starting
+    ``spread`` frames apart (a strum): starts, ends, embeddings of one timbre."""
+    starts = np.concatenate([i * gap + spread * np.arange(n) for i, n in enumerate(sizes)])
+    emb = np.tile(timbres(1)[0], (len(starts), 1))
+    return starts, starts + gap - 1, emb
+
+
+def test_simultaneous_onsets_tell_chords_from_a_melody():
+    name = "simultaneous onsets>=2"
+    share = lambda *notes: count.count_features(*notes, names=(name,))[0]      # noqa: E731
+    assert share(*chords([1] * 10)) == 0.0                  # one note at a time
+    assert share(*chords([3] * 10)) == 1.0                  # every onset a chord
+    assert share(*chords([1, 2] * 5)) == 0.5
+    # a strum within ONSET_GROUP_FRAMES is one chord; notes further apart are not
+    assert share(*chords([3] * 10, spread=count.ONSET_GROUP_FRAMES)) == 1.0
+    assert share(*chords([3] * 10, spread=count.ONSET_GROUP_FRAMES + 1)) == 0.0
+
+
+def test_features_come_in_the_order_asked():
+    notes = parts(3)
+    every = count.count_features(*notes, names=count.FEATURE_NAMES)
+    assert np.array_equal(every[:F], count.count_features(*notes))             # the default is a prefix
+    picked = ("simultaneous onsets>=2", "eigenvalue 3", "polyphony>=2")
+    assert np.array_equal(count.count_features(*notes, names=picked),
+                          every[[count.FEATURE_NAMES.index(n) for n in picked]])
+    with pytest.raises(ValueError, match="unknown count feature"):
+        count.count_features(*notes, names=("loudness",))
 
 
 @pytest.mark.parametrize("args, message", [
@@ -83,6 +113,7 @@ def test_model_json_round_trip_and_checks():
     d = json.loads(model.to_json())
     for change, message in [({"weights": [[0.0] * 3] * (F - 1)}, "weights has shape"),
                             ({"features": ["x"] * F}, "other features"),
+                            ({"features": list(count.DEFAULT_FEATURES[:-1]) + ["polyphony>=2"]}, "repeated"),
                             ({"classes": [0, 1, 2]}, "counts >= 1"),
                             ({"scale": [0.0] * F}, "scale <= 0"),
                             ({"bias": [float("nan")] * 3}, "non-finite")]:
@@ -90,6 +121,21 @@ def test_model_json_round_trip_and_checks():
             count.CountModel.from_json(json.dumps({**d, **change}))
     with pytest.raises(ValueError, match="not a readable count model"):
         count.CountModel.from_json("{")
+
+
+def test_a_model_reads_the_features_it_names():
+    """A model fitted on other features than the default: the runtime computes the ones it names (here
+    only the share of simultaneous onsets: melody -> 1, chords -> 3), and its JSON says which."""
+    name = "simultaneous onsets>=2"
+    model = count.CountModel((1, 3), np.array([0.5]), np.array([0.25]), np.array([[-4.0, 4.0]]), np.zeros(2),
+                             (name,))
+    back = count.CountModel.from_json(model.to_json())
+    assert back.feature_names == (name,) and json.loads(model.to_json())["features"] == [name]
+    assert count.estimate_count(*chords([1] * 20), back) == 1
+    assert count.estimate_count(*chords([3] * 20), back) == 3
+    d = json.loads(model.to_json())
+    with pytest.raises(ValueError, match="other features than this version computes .*loudness"):
+        count.CountModel.from_json(json.dumps({**d, "features": ["loudness"]}))
 
 
 def test_graph_metadata_carries_the_model_to_the_decoding_options():
@@ -129,6 +175,65 @@ def test_fit_recovers_counts_and_balances_them():
     assert np.array_equal(again.weights, model.weights)                   # deterministic
     with pytest.raises(ValueError, match="features must be"):
         fit_count_model(x[:, :3], counts, 1e-2)
+    # on a named subset: the model names it and reads it at run time
+    names = ("simultaneous onsets>=2", "polyphony>=2")
+    sub = fit_count_model(x[:, :2], counts, 1e-2, names)
+    assert sub.feature_names == names and sub.weights.shape == (2, 4)
+    assert balanced_accuracy(predict_all(sub, x[:, :2]), counts) > 0.95
+    with pytest.raises(ValueError, match="other features"):
+        fit_count_model(x[:, :2], counts, 1e-2, ("simultaneous onsets>=2", "loudness"))
+
+
+def test_fit_graph_count_keeps_the_regularisation_its_selection_prefers(monkeypatch, tmp_path):
+    """fit_graph_count on given clip features (no transcription): the kept L2 is the one whose validation
+    score (balanced accuracy or accuracy, as asked) is best over the grid, on the features asked for."""
+    from timbreamt.training import count as fit
+
+    rng = np.random.default_rng(8)          # data on which the two selections keep different strengths
+
+    def clips(n_per_count, noise):
+        counts = np.repeat([1, 2, 3, 4], n_per_count)
+        x = rng.standard_normal((len(counts), len(count.FEATURE_NAMES))) * noise
+        x[:, count.FEATURE_NAMES.index("simultaneous onsets>=2")] += counts
+        x[:, 0] += 0.5 * counts
+        return fit.ClipFeatures(x, np.arange(len(counts)), counts, np.ones(len(counts), np.int64))
+
+    sets = {"train": clips([40, 10, 10, 30], 1.0), "val": clips([30, 5, 5, 20], 1.5)}
+    monkeypatch.setattr(fit, "clip_features", lambda graph, dirs, threads: sets[dirs[0]])
+    written = {}
+    monkeypatch.setattr(fit, "write_count_model", lambda graph, model: written.update(model=model))
+    for features in ("all", "default"):
+        names = fit.FEATURE_SETS[features]
+        accuracy, balanced = {}, {}
+        for l2 in fit.L2_GRID:
+            p = sets["val"].predict(fit.fit_count_model(sets["train"].columns(names), sets["train"].piece_counts(),
+                                                        l2, names))
+            accuracy[l2], balanced[l2] = np.mean(p == sets["val"].counts), fit.balanced_accuracy(p, sets["val"].counts)
+        kept = {}
+        for select, key, scores in [("accuracy", "val_accuracy", accuracy), ("balanced", "val", balanced)]:
+            figures = fit.fit_graph_count(tmp_path / "g.onnx", ["train"], ["val"], log=lambda *_: None,
+                                          features=features, select=select)
+            assert figures[key] == max(scores.values()) and scores[figures["l2"]] == figures[key]
+            assert written["model"].feature_names == names and figures["features"] == features
+            kept[select] = figures["l2"]
+        assert kept["accuracy"] != kept["balanced"]
+    with pytest.raises(ValueError, match="unknown feature set"):
+        fit.fit_graph_count(tmp_path / "g.onnx", ["train"], ["val"], features="most")
+    with pytest.raises(ValueError, match="unknown selection"):
+        fit.fit_graph_count(tmp_path / "g.onnx", ["train"], ["val"], select="f1")
+
+
+def test_fit_count_command_offers_the_feature_sets_and_selections_fitting_knows():
+    import argparse
+
+    from timbreamt.cli import count as cli
+    from timbreamt.training.count import FEATURE_SETS, SELECTION
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    cli.register(sub)
+    actions = {a.dest: a for a in sub.choices["fit-count"]._actions}
+    assert tuple(actions["features"].choices) == tuple(FEATURE_SETS) and actions["features"].default == "default"
+    assert tuple(actions["select"].choices) == SELECTION and actions["select"].default == "balanced"
 
 
 def test_a_graph_with_a_count_model_counts_with_it(tmp_path, shipped_models):

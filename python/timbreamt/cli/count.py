@@ -11,7 +11,8 @@ def _folders(value: str) -> list[str]:
 def _cmd_fit_count(args: argparse.Namespace) -> int:
     from ..training.count import fit_graph_count
 
-    fit_graph_count(args.graph, _folders(args.data), _folders(args.val), threads=args.threads)
+    fit_graph_count(args.graph, _folders(args.data), _folders(args.val), threads=args.threads,
+                    features=args.features, select=args.select)
     return 0
 
 
@@ -21,5 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--data", required=True, help="rendered training clip folder(s), comma-separated (timbreamt data)")
     s.add_argument("--val", required=True, help="validation clip folder(s), comma-separated: choose the "
                    "regularisation on them (use timbre sources never trained on: timbreamt data --ood)")
+    s.add_argument("--features", choices=("default", "all"), default="default",
+                   help="what the estimator reads: default (polyphony, affinity eigenvalues, overlap within timbre "
+                   "groups, mean cosine: 16) or all (those and the share of simultaneous onsets)")
+    s.add_argument("--select", choices=("balanced", "accuracy"), default="balanced",
+                   help="keep the regularisation whose validation balanced accuracy (every count weighs the same) "
+                   "or accuracy (share of clips counted right) is best")
     s.add_argument("--threads", type=int, default=2)
     s.set_defaults(func=_cmd_fit_count)

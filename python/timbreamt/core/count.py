@@ -6,7 +6,9 @@ once (a single flute never plays a chord, four singers often do), and whether, o
 groups by timbre, each group still holds overlapping notes (the split went too far or not far enough). A
 multinomial logistic regression over these cues and the affinity's leading eigenvalues is fitted on training
 renders (training/count.py) and travels in the Septimbre graph's metadata (``count_model``), so the estimator
-and the encoder whose embeddings it reads always match. Graphs without it keep the eigengap.
+and the encoder whose embeddings it reads always match. Graphs without it keep the eigengap. The model names
+the features it reads (DEFAULT_FEATURES for the first ones; ``fit-count --features all`` adds the share of
+simultaneous onsets), and the runtime computes exactly those.
 """
 from __future__ import annotations
 
@@ -19,16 +21,22 @@ import numpy as np
 from . import cluster
 from .constants import FRAMES_PER_SECOND
 
-# the features, in order; a count model names the ones it was fitted on and must match them exactly
+# the features this version computes, in order; a count model names the ones it was fitted on (any of these,
+# each once) and is refused if it names one this version does not compute
 POLYPHONY_LEVELS = (2, 3, 4, 5)        # share of sounding frames with at least this many notes
 POLYPHONY_QUANTILES = (0.9, 0.98)
 N_EIGENVALUES = 5                      # eigenvalues 2..6 of the normalised affinity (the first is 1)
 OVERLAP_COUNTS = (2, 3, 4)             # k of the timbre splits whose within-group overlap is measured
-FEATURE_NAMES: tuple[str, ...] = (
+# onsets this close (frames, ~23 ms) to the previous one start together: a chord, or several instruments
+# entering at once (a melody instrument alone rarely does); the share of onset groups of at least 2 notes
+ONSET_GROUP_FRAMES = 2
+SIMULTANEOUS_ONSETS = (2,)
+DEFAULT_FEATURES: tuple[str, ...] = (
     tuple(f"polyphony>={n}" for n in POLYPHONY_LEVELS) + ("mean polyphony",)
     + tuple(f"polyphony q{q:g}" for q in POLYPHONY_QUANTILES)
     + tuple(f"eigenvalue {i}" for i in range(2, 2 + N_EIGENVALUES))
     + tuple(f"overlap within {k} groups" for k in OVERLAP_COUNTS) + ("mean cosine",))
+FEATURE_NAMES: tuple[str, ...] = DEFAULT_FEATURES + tuple(f"simultaneous onsets>={m}" for m in SIMULTANEOUS_ONSETS)
 MIN_NOTES = 3                           # fewer notes: one instrument, no estimate
 # a clip is read in pieces of the length the model was fitted on (training renders are 10 s): its features
 # (eigenvalues, overlaps) shift with the number of notes, so a whole song read at once would be out of range
@@ -39,14 +47,15 @@ COUNT_PIECE_FRAMES = int(round(COUNT_PIECE_SECONDS * FRAMES_PER_SECOND))
 @dataclass(frozen=True)
 class CountModel:
     """A fitted multinomial logistic regression: standardised features (x - mean) / scale, scores
-    x @ weights + bias (features, classes), the class of the best score is the count."""
+    x @ weights + bias (features, classes), the class of the best score is the count. ``feature_names``:
+    the features it reads, in the order of its rows (DEFAULT_FEATURES for models fitted before others existed)."""
 
     classes: tuple[int, ...]
     mean: np.ndarray
     scale: np.ndarray
     weights: np.ndarray
     bias: np.ndarray
-    feature_names: tuple[str, ...] = FEATURE_NAMES
+    feature_names: tuple[str, ...] = DEFAULT_FEATURES
 
     def to_json(self) -> str:
         return json.dumps({"classes": list(self.classes), "features": list(self.feature_names),
@@ -68,8 +77,10 @@ class CountModel:
 
     def validate(self) -> None:
         f, c = len(self.feature_names), len(self.classes)
-        if self.feature_names != FEATURE_NAMES:
-            raise ValueError("count_model was fitted on other features than this version computes")
+        unknown = [n for n in self.feature_names if n not in FEATURE_NAMES]
+        if unknown or not f or len(set(self.feature_names)) != f:
+            raise ValueError(f"count_model was fitted on other features than this version computes "
+                             f"({', '.join(unknown) if unknown else 'none or repeated'})")
         if not c or min(self.classes) < 1 or len(set(self.classes)) != c:
             raise ValueError(f"count_model classes must be distinct counts >= 1, got {self.classes}")
         shapes = {"mean": (self.mean.shape, (f,)), "scale": (self.scale.shape, (f,)),
@@ -112,8 +123,10 @@ def _polyphony(starts: np.ndarray, ends: np.ndarray, groups: np.ndarray, n_group
     return np.cumsum(change, axis=1)[:, :n_frames]
 
 
-def count_features(starts: np.ndarray, ends: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
-    """Features (len(FEATURE_NAMES),) of one clip's notes for the count model.
+def count_features(starts: np.ndarray, ends: np.ndarray, embeddings: np.ndarray,
+                   names: tuple[str, ...] = DEFAULT_FEATURES) -> np.ndarray:
+    """Features (len(names),) of one clip's notes for the count model, in the order of ``names`` (each
+    one of FEATURE_NAMES).
 
     starts, ends (n,) note frames (end exclusive); embeddings (n, D) L2-normalised note embeddings.
     Needs at least MIN_NOTES notes. Long clips are read through at most cluster.MAX_SPECTRAL_NOTES
@@ -150,7 +163,21 @@ def count_features(starts: np.ndarray, ends: np.ndarray, embeddings: np.ndarray)
         per_group = _polyphony(starts, ends, groups, k_sub)
         feats.append(float(np.mean(per_group[per_group > 0] >= 2)))
     feats.append(float(np.mean(e @ e.T)))
-    return np.asarray(feats)
+    feats += _simultaneous_onsets(starts).tolist()
+    table = dict(zip(FEATURE_NAMES, feats))
+    try:
+        return np.asarray([table[name] for name in names])
+    except KeyError as exc:
+        raise ValueError(f"unknown count feature {exc}; known: {', '.join(FEATURE_NAMES)}") from None
+
+
+def _simultaneous_onsets(starts: np.ndarray) -> np.ndarray:
+    """Share of onset groups holding at least m notes, for m in SIMULTANEOUS_ONSETS; a group is a run of
+    onsets each at most ONSET_GROUP_FRAMES after the one before."""
+    ordered = np.sort(starts)
+    breaks = np.flatnonzero(np.diff(ordered) > ONSET_GROUP_FRAMES) + 1
+    sizes = np.diff(np.concatenate([[0], breaks, [len(ordered)]]))
+    return np.array([np.mean(sizes >= m) for m in SIMULTANEOUS_ONSETS], dtype=np.float64)
 
 
 def pieces(starts: np.ndarray, piece_frames: int = COUNT_PIECE_FRAMES) -> list[np.ndarray]:
@@ -177,4 +204,4 @@ def estimate_count(starts: np.ndarray, ends: np.ndarray, embeddings: np.ndarray,
     groups = pieces(starts, COUNT_PIECE_FRAMES)
     if not groups:
         return 1
-    return model.vote([count_features(starts[i], ends[i], emb[i]) for i in groups])
+    return model.vote([count_features(starts[i], ends[i], emb[i], model.feature_names) for i in groups])
