@@ -221,7 +221,7 @@ def test_an_earlier_out_of_distribution_set_is_reused_whole_or_refused(tmp_path,
     (tmp_path / "meta.json").write_text(json.dumps(earlier))
     clips = [tmp_path / f"clip_{i:06d}.npz" for i in range(3)]
     clips[0].write_bytes(b"x")
-    with pytest.raises(DataError, match="earlier out-of-distribution split .*incomplete: render the current one into a new folder"):
+    with pytest.raises(DataError, match="earlier out-of-distribution split .*incomplete: render the current one"):
         reuse_earlier_ood_set(tmp_path, clips)
     for clip in clips:
         clip.write_bytes(b"x")

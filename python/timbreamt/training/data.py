@@ -776,7 +776,8 @@ def generate_eval_style(out_dir: str | Path, hours: float, seed: int, split: str
             "categories": [list(c) for c in categories], "ood": ood,
             "programs": list(C.TRAIN_PROGRAMS), "soundfonts": list(OOD_SOUNDFONTS if ood else C.TRAIN_SOUNDFONTS)}
     if ood:
-        meta.update(ood_sources=ood_source_names(), ood_assignment=OOD_ASSIGNMENT, merlin_programs=list(MERLIN_PROGRAMS))
+        meta.update(ood_sources=ood_source_names(), ood_assignment=OOD_ASSIGNMENT,
+                    merlin_programs=list(MERLIN_PROGRAMS))
     if not (ood and reuse_earlier_ood_set(out, [out / f"clip_{i:06d}.npz" for i in range(n_clips)])):
         (out / "meta.json").write_text(json.dumps(meta, indent=1))
     style = {"seed": seed, "split": split, "programs": C.TRAIN_PROGRAMS}

@@ -10,7 +10,8 @@ to FluidR3 and MuseScore General (docs/generalization.md, "A sampled bank in the
 
 Merlin plays only MERLIN_PROGRAMS (21 of the 51 training and held-out programs): the other 30 of its presets
 are built on samples byte-identical to those of the reserved banks (all of them, or 1-3%), and selecting on
-them would select on the reserved banks. Reserved for the project's
+them would select on the reserved banks. Merlin's own licence is "only for personal use, not commercial": it
+is rendered for validation and evaluation here and never redistributed. Reserved for the project's
 independent checks and refused here whatever the caller asks: TimGM6mb and the csound GM bank
 (``sf_GMbank.sf2``).
 """
@@ -74,7 +75,8 @@ def check_training_soundfonts(paths: tuple[str, ...]) -> None:
     for path in paths:
         check_not_reserved(path)
         if os.path.basename(path) in {os.path.basename(p) for p in OOD_SOUNDFONTS}:
-            raise DataError(f"{path} is an out-of-distribution source (validation and evaluation only): never train on it")
+            raise DataError(f"{path} is an out-of-distribution source (validation and evaluation only): "
+                            "never train on it")
 
 
 @lru_cache(maxsize=4)
