@@ -176,8 +176,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--synth-fraction", type=float, default=0.0,
                    help="share of clips played by procedural instruments (additive, plucked, bowed, blown)")
     s.add_argument("--room-prob", type=float, default=0.0, help="share of clips put in a random room (reverb)")
-    s.add_argument("--ood", action="store_true", help="render with the out-of-distribution timbre sources (OPL3 "
-                   "FM bank, FM synthesis): a validation set for model selection and calibration (--split val only)")
+    s.add_argument("--ood", action="store_true", help="render with the out-of-distribution timbre sources (the OPL3 "
+                   "FM bank, the sampled Merlin bank, FM synthesis): a validation set for model selection and "
+                   "calibration (--split val only)")
     s.add_argument("--eval-style", action="store_true", help="30-s clips of the evaluation's form (solo piano, "
                    "one instrument, 2-4 instruments in turn; instruments playing several voices): for fitting "
                    "what reads whole pieces, such as the instrument count (fit-count)")
