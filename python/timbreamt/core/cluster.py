@@ -271,7 +271,8 @@ def spectral_kmeans(vectors: np.ndarray, labels: np.ndarray, steps: int = SPECTR
     k = vectors.shape[1]
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     x = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
-    labels = np.asarray(labels, dtype=np.int64)
+    # intp: bincount refuses int64 on wasm32 (Pyodide), where intp is int32
+    labels = np.asarray(labels, dtype=np.intp)
     for _ in range(steps):
         counts = np.bincount(labels, minlength=k)
         centroids = np.zeros((k, x.shape[1]))
@@ -291,6 +292,7 @@ def join_by_mean_affinity(emb: np.ndarray, pitches: np.ndarray, group_emb: np.nd
     """Group (m,) of each of m notes: the group whose members have the highest mean register_log_affinity
     with it. Computed in closed form from each group's mean embedding, mean pitch and pitch variance,
     O(m k): the mean of (p - p_j)^2 over a group is (p - mean)^2 + variance."""
+    group_labels = np.asarray(group_labels, dtype=np.intp)      # bincount refuses int64 on wasm32
     counts = np.bincount(group_labels, minlength=k).astype(np.float64)
     size = np.maximum(counts, 1.0)
     mean_emb = np.zeros((k, group_emb.shape[1]))
