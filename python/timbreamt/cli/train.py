@@ -129,7 +129,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                                                  models=Path(args.models) if args.models else None)]
     summaries = split_summaries(rows)
     n = len(sets[SPLITS[0]])
-    ood_names = ", ".join([Path(p).name for p in OOD_SOUNDFONTS] + [f"{f} synthesis" for f in OOD_SYNTH_FAMILIES])
+    # the sources the OOD set was rendered with (an earlier split's cache is reused as it is): its meta.json's
+    ood_meta = Path(args.ood_set) / "meta.json"
+    meta = json.loads(ood_meta.read_text()) if ood_meta.is_file() else {}
+    sources = (meta.get("ood_sources") or meta.get("soundfonts", []) + meta.get("synth_families", [])
+               or list(OOD_SOUNDFONTS) + list(OOD_SYNTH_FAMILIES))
+    ood_names = ", ".join(Path(p).name if p.endswith((".sf2", ".sf3")) else f"{p} synthesis" for p in sources)
     text = [f"# Evaluation: {n} + {len(sets[SPLITS[1]])} clips of 30 s", "",
             "mir_eval, onset tolerance 50 ms; means over clips. Both splits hold music never trained on (music21 "
             "validation split + procedural parts of their own seeds).", "",
