@@ -179,4 +179,5 @@ def fit_graph_count(graph: str | Path, train_dirs: list[str | Path], val_dirs: l
     log(f"kept l2 {best['l2']:g}; written into {graph}")
     return {k: v for k, v in best.items() if k != "model"} | {
         "features": features, "select": select, "train_clips": len(train.counts), "val_clips": len(y_val),
-        "eigengap_val": balanced_accuracy(val.eigengap, y_val), "eigengap_val_accuracy": float(np.mean(val.eigengap == y_val))}
+        "eigengap_val": balanced_accuracy(val.eigengap, y_val),
+        "eigengap_val_accuracy": float(np.mean(val.eigengap == y_val))}
