@@ -188,13 +188,28 @@ def spectral_labels(embeddings: np.ndarray, k: int, temperature: float = 1.0,
     if e.ndim != 2:
         raise ValueError(f"embeddings must be (n, D), got shape {e.shape}")
     n = len(e)
+    trivial = _trivial_labels(n, k)
+    if trivial is not None:
+        return trivial
+    k = min(k, n)
+    idx = grouping_notes(n, k, anchors, max_notes)
+    _, vecs = spectrum(affinity(e[idx], temperature))
+    return canonical_labels(extend_labels(e, idx, cluster_qr(vecs[:, :k]), k))
+
+
+def _trivial_labels(n: int, k: int) -> np.ndarray | None:
+    """The labels of n notes when there is nothing to cluster (no notes, or one group), else None;
+    ValueError for k < 1."""
     if k < 1:
         raise ValueError(f"number of clusters must be >= 1, got {k}")
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    k = min(k, n)
-    if k == 1:
+    if n == 0 or min(k, n) == 1:
         return np.zeros(n, dtype=np.int64)
+    return None
+
+
+def grouping_notes(n: int, k: int, anchors: np.ndarray | None, max_notes: int = MAX_SPECTRAL_NOTES) -> np.ndarray:
+    """Indices of the notes that form the k groups: the anchors (n,) bool if there are at least k of them,
+    else every note; at most ``max_notes`` of them, spread evenly (subset_indices)."""
     pool = np.arange(n)
     if anchors is not None:
         anchors = np.asarray(anchors, dtype=bool)
@@ -202,9 +217,7 @@ def spectral_labels(embeddings: np.ndarray, k: int, temperature: float = 1.0,
             raise ValueError(f"anchors must be ({n},) bool, got shape {anchors.shape}")
         if anchors.sum() >= k:
             pool = np.flatnonzero(anchors)
-    idx = pool[subset_indices(len(pool), max_notes)]
-    _, vecs = spectrum(affinity(e[idx], temperature))
-    return canonical_labels(extend_labels(e, idx, cluster_qr(vecs[:, :k]), k))
+    return pool[subset_indices(len(pool), max_notes)]
 
 
 def register_log_affinity(embeddings: np.ndarray, pitches: np.ndarray, temperature: float = LABEL_TEMPERATURE,
@@ -237,23 +250,13 @@ def instrument_labels(embeddings: np.ndarray, pitches: np.ndarray, k: int, ancho
         raise ValueError(f"pitches must be ({n},), got shape {p.shape}")
     if not np.isfinite(p).all():
         raise ValueError("pitches must be finite")
-    if k < 1:
-        raise ValueError(f"number of clusters must be >= 1, got {k}")
     if sigma <= 0 or temperature <= 0:
         raise ValueError(f"temperature and sigma must be positive, got {temperature} and {sigma}")
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
+    trivial = _trivial_labels(n, k)
+    if trivial is not None:
+        return trivial
     k = min(k, n)
-    if k == 1:
-        return np.zeros(n, dtype=np.int64)
-    pool = np.arange(n)
-    if anchors is not None:
-        anchors = np.asarray(anchors, dtype=bool)
-        if anchors.shape != (n,):
-            raise ValueError(f"anchors must be ({n},) bool, got shape {anchors.shape}")
-        if anchors.sum() >= k:
-            pool = np.flatnonzero(anchors)
-    idx = pool[subset_indices(len(pool), max_notes)]
+    idx = grouping_notes(n, k, anchors, max_notes)
     _, vecs = spectrum(np.exp(register_log_affinity(e[idx], p[idx], temperature, sigma)))
     sub = spectral_kmeans(vecs[:, :k], cluster_qr(vecs[:, :k]), kmeans_steps)
     labels = np.empty(n, dtype=np.int64)
