@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from timbreamt.core import constants as C  # noqa: E402
-from timbreamt.core.errors import DataError  # noqa: E402
+from timbreamt.core.errors import DataError, ModelError, OutputError  # noqa: E402
 from timbreamt.training import teacher as T  # noqa: E402
 
 
@@ -47,10 +47,39 @@ def test_a_graph_without_sigmoid_maps_is_refused(tmp_path):
                               [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in T.MAP_NAMES])
     path = tmp_path / "relu.onnx"
     onnx.save(helper.make_model(graph), str(path))
-    with pytest.raises(DataError, match="does not come from a sigmoid"):
+    with pytest.raises(ModelError, match="does not come from a sigmoid"):
         T.probability_graph(path)
-    with pytest.raises(DataError, match="teacher graph not found"):
+    with pytest.raises(ModelError, match="teacher graph not found"):
         T.probability_graph(tmp_path / "missing.onnx")
+
+
+def test_files_that_are_not_note_graphs_are_refused_in_one_line(tmp_path):
+    from onnx import TensorProto, helper
+
+    text = tmp_path / "notes.onnx"
+    text.write_text("not a graph")
+    with pytest.raises(ModelError, match="not a readable ONNX file"):
+        T.probability_graph(text)
+    folder = tmp_path / "graph.onnx"
+    folder.mkdir()
+    with pytest.raises(ModelError, match="is a folder"):
+        T.probability_graph(folder)
+    # sigmoid maps, but fed from an input the teacher does not give: refused before running it
+    nodes = [helper.make_node("Sigmoid", ["x"], [name]) for name in T.MAP_NAMES]
+    graph = helper.make_graph(nodes, "other_input", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in T.MAP_NAMES])
+    path = tmp_path / "x.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(ModelError, match=r"takes the inputs \['x'\]"):
+        T.probability_graph(path)
+    # sigmoid maps of 'audio', but not 84 pitches: refused when run, not reshaped into wrong maps
+    nodes = [helper.make_node("Sigmoid", ["audio"], [name]) for name in T.MAP_NAMES]
+    graph = helper.make_graph(nodes, "echo", [helper.make_tensor_value_info("audio", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in T.MAP_NAMES])
+    path = tmp_path / "echo.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ModelError, match="gives maps of shape"):
+        T.GraphTeacher(path).maps(np.full(C.SAMPLE_RATE, 0.1, np.float32))
 
 
 def test_platt_fit_recovers_a_known_calibration():
@@ -104,14 +133,109 @@ def test_teacher_maps_line_up_with_the_labels_and_resume(tmp_path, reference_dir
         assert abs(int(np.argmax(maps[0, pitch, start - 8:start + 9])) - 8) <= 1
     # resumable: done clips are kept; a folder of another graph's maps is refused
     assert T.write_teacher_maps(data, out, graph, progress=False) == 0
-    other = tmp_path / "other.onnx"
-    other.write_bytes(graph.read_bytes() + b"\0")
+    other = tmp_path / "other.onnx"          # another graph: the reference with one more metadata entry
+    model = onnx.load(str(graph))
+    onnx.helper.set_model_props(model, {"other": "yes"})
+    onnx.save(model, str(other))
     with pytest.raises(DataError, match="maps of another teacher graph"):
         T.write_teacher_maps(data, out, other, progress=False)
     with pytest.raises(DataError, match="no teacher maps for"):
         T.load_teacher_maps(tmp_path, list_clips(data)[0], 3 * C.SAMPLE_RATE)
     with pytest.raises(DataError, match="have shape"):
         T.load_teacher_maps(out, list_clips(data)[0], 2 * C.SAMPLE_RATE)
+
+
+def test_maps_of_other_clips_under_the_same_names_are_never_used(tmp_path, reference_dir):
+    from timbreamt.training.data import list_clips, load_clip
+
+    data = _tiny_data(tmp_path)
+    graph = _reference_graph(reference_dir)
+    out = tmp_path / "teacher"
+    T.write_teacher_maps(data, out, graph, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # another data set of the same names and lengths (the form every `timbreamt data` set has)
+    other = tmp_path / "other"
+    other.mkdir()
+    for path in list_clips(data):
+        clip = load_clip(path)
+        np.savez(other / path.name, **(clip | {"audio": clip["audio"][::-1].copy()}))
+    with pytest.raises(DataError, match="holds maps of another clip_000000.npz"):
+        T.write_teacher_maps(other, out, graph, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before        # refused before touching anything
+    with pytest.raises(DataError, match="were made from another clip_000000.npz"):
+        T.load_teacher_maps(out, list_clips(other)[0], 3 * C.SAMPLE_RATE)
+
+
+def test_a_rerun_after_a_kill_or_a_new_clip_makes_what_is_missing_and_calibrates_again(tmp_path, reference_dir):
+    from conftest import tone
+    from timbreamt.training.data import list_clips
+
+    data = _tiny_data(tmp_path)
+    graph = _reference_graph(reference_dir)
+    out = tmp_path / "teacher"
+    T.write_teacher_maps(data, out, graph, progress=False)
+    first = json.loads((out / T.TEACHER_META).read_text())["calibration"]
+    # a run killed mid-way: a partial file, a map cut short, teacher.json without its calibration
+    (out / "clip_000001.partial.npz").write_bytes(b"PK\3\4")
+    cut = T.teacher_path(out, list_clips(data)[1])
+    cut.write_bytes(cut.read_bytes()[:100])
+    meta = json.loads((out / T.TEACHER_META).read_text())
+    del meta["calibration"]
+    (out / T.TEACHER_META).write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="unfinished"):
+        T.read_calibration(out)
+    with pytest.raises(DataError, match="unreadable"):
+        T.load_teacher_maps(out, list_clips(data)[1], 3 * C.SAMPLE_RATE)
+    assert T.write_teacher_maps(data, out, graph, progress=False) == 1       # the cut map, made anew
+    assert not list(out.glob("*.partial*"))
+    for name in T.MAP_NAMES:
+        assert T.read_calibration(out)[name] == pytest.approx(first[name])
+    # a clip added to the data set after the calibration: training refuses it until the maps are made again,
+    # and the rerun makes its maps and fits the calibration on every clip, the new one included
+    audio = tone(55, 3.0, C.SAMPLE_RATE).astype(np.float16)
+    np.savez(data / "clip_000002.npz", audio=audio, notes=np.array([[55, 0.0, 3.0, 0]], np.float32),
+             programs=np.array([0]))
+    with pytest.raises(DataError, match="no teacher maps for clip_000002.npz"):
+        T.load_teacher_maps(out, data / "clip_000002.npz", len(audio))
+    assert T.write_teacher_maps(data, out, graph, progress=False) == 1
+    meta = json.loads((out / T.TEACHER_META).read_text())
+    assert meta["clips"] == 3 and meta["calibration"] == T.fit_calibration(list_clips(data), out)
+    # a teacher.json cut short is named, not a traceback
+    (out / T.TEACHER_META).write_text('{"teach')
+    for call in (lambda: T.read_calibration(out), lambda: T.write_teacher_maps(data, out, graph, progress=False)):
+        with pytest.raises(DataError, match="teacher.json is unreadable"):
+            call()
+
+
+def test_bad_data_and_output_folders_are_refused_without_harm(tmp_path, reference_dir):
+    from timbreamt.training.data import list_clips
+
+    data = _tiny_data(tmp_path)
+    graph = _reference_graph(reference_dir)
+    clips = {p.name: p.read_bytes() for p in data.iterdir()}
+    with pytest.raises(OutputError, match="is the data folder"):
+        T.write_teacher_maps(data, data, graph, progress=False)
+    with pytest.raises(OutputError, match="is a file"):
+        T.write_teacher_maps(data, list_clips(data)[0], graph, progress=False)
+    with pytest.raises(OutputError, match="cannot write the teacher maps"):
+        T.write_teacher_maps(data, list_clips(data)[0] / "maps", graph, progress=False)
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == clips
+    # a graph that is no graph: refused before the folder is made
+    with pytest.raises(ModelError):
+        T.write_teacher_maps(data, tmp_path / "new", data, progress=False)
+    assert not (tmp_path / "new").exists()
+    # a clip file without audio, and clips whose labels leave nothing to calibrate against
+    np.savez(data / "clip_000001.npz", x=np.zeros(3))
+    with pytest.raises(DataError, match="not a clip of `timbreamt data`"):
+        T.write_teacher_maps(data, tmp_path / "maps", graph, progress=False)
+    # digital silence: the reference returns NaN on it (it scales its input by its peak); the maps say no note
+    assert not T.GraphTeacher(graph).maps(np.zeros(C.SAMPLE_RATE, np.float32)).any()
+    silent = tmp_path / "silent"
+    silent.mkdir()
+    np.savez(silent / "clip_000000.npz", audio=np.zeros(C.SAMPLE_RATE, np.float16), notes=np.zeros((0, 4), np.float32),
+             programs=np.array([0]))
+    with pytest.raises(DataError, match="cannot calibrate the teacher's onset map"):
+        T.write_teacher_maps(silent, tmp_path / "silent_maps", graph, progress=False)
 
 
 def test_the_sampler_crops_teacher_maps_with_the_audio(tmp_path, reference_dir):
@@ -172,3 +296,16 @@ def test_train_with_teacher_maps_from_the_command_line(tmp_path, reference_dir):
         assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = cli("teacher-maps", "--data", tmp_path / "empty", "--out", maps, "--quiet")
     assert r.returncode != 0 and "Traceback" not in r.stderr
+    # bad arguments: one line each, never a traceback; an empty path is not the current folder
+    text = tmp_path / "text.onnx"
+    text.write_text("not a graph")
+    for bad, code, message in ((["--model", text], 4, "not a readable ONNX file"),
+                               (["--model", tmp_path], 4, "is a folder"),
+                               (["--threads", 0], 2, "--threads must be >= 1"),
+                               (["--out", ""], 2, "expected a path, got an empty value")):
+        args = {"--data": data, "--out": tmp_path / "maps2", "--model": _reference_graph(reference_dir)}
+        args.update(dict(zip(bad[::2], bad[1::2])))
+        r = cli("teacher-maps", *[x for kv in args.items() for x in kv], "--quiet")
+        assert r.returncode == code and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = cli("train", "basicamt", "--epochs", 1, "--teacher-maps", "", *common)
+    assert r.returncode == 2 and "expected a path" in r.stderr

@@ -67,9 +67,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _path_arg(value: str) -> str:
+    """A path option that must name something: an empty value (an unset shell variable) is a usage error,
+    not the current folder."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty value")
+    return value
+
+
 def _cmd_teacher_maps(args: argparse.Namespace) -> int:
+    from ..core.errors import OptionError
     from ..training.teacher import write_teacher_maps
 
+    if args.threads < 1:
+        raise OptionError(f"--threads must be >= 1, got {args.threads}")
     model = args.model or str(_reference_basicamt())
     done = write_teacher_maps(args.data, args.out, model, threads=args.threads, progress=not args.quiet)
     print(f"teacher maps of {done} more clips in {args.out} (from {model})")
@@ -222,9 +233,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "84: one per pitch, ~20%% faster windows, less accurate; a 252-row --init-from is folded to pitches)")
     s.add_argument("--teacher", default=None, help="basicamt: a trained BasicAMT run or checkpoint whose onset "
                    "and frame probabilities the model also learns to match (distillation)")
-    s.add_argument("--teacher-maps", default=None, help="basicamt: a folder of teacher maps of the --data clips "
-                   "(`timbreamt teacher-maps`: the reference graph's probabilities, calibrated to our labels) the "
-                   "model also learns to match (distillation)")
+    s.add_argument("--teacher-maps", default=None, type=_path_arg,
+                   help="basicamt: a folder of teacher maps of the --data clips (`timbreamt teacher-maps`: the "
+                   "reference graph's probabilities, calibrated to our labels) the model also learns to match "
+                   "(distillation)")
     s.add_argument("--distill", type=float, default=1.0,
                    help="weight of the distillation loss against the label loss (with --teacher or --teacher-maps)")
     s.add_argument("--dynamic-mix", type=float, default=0.0,
@@ -246,9 +258,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("teacher-maps", help="onset and frame maps of a teacher graph on every clip of a data set, "
                        "calibrated to its labels (for train --teacher-maps; resumable)")
-    s.add_argument("--data", required=True, help="the clips (a `timbreamt data` folder)")
-    s.add_argument("--out", required=True, help="folder for the maps (one .npz per clip, teacher.json)")
-    s.add_argument("--model", default=None, help="the teacher graph (default: the reference's basicamt_44100.onnx)")
+    s.add_argument("--data", required=True, type=_path_arg, help="the clips (a `timbreamt data` folder)")
+    s.add_argument("--out", required=True, type=_path_arg,
+                   help="folder for the maps (one .npz per clip, teacher.json), not the data folder")
+    s.add_argument("--model", default=None, type=_path_arg,
+                   help="the teacher graph (default: the reference's basicamt_44100.onnx)")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_teacher_maps)
