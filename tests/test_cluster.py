@@ -250,3 +250,13 @@ def test_assign_tracks_uses_the_register():
     events["amplitude"] = 0.8
     labels, k, warnings = assign_tracks(events, e, 2)
     assert k == 2 and not warnings and same_partition(labels, truth)
+
+
+def test_non_finite_embeddings_are_a_clear_error():
+    e, _ = groups(2, 10)
+    e[3, 0] = np.nan
+    pitches = np.full(len(e), 60.0)
+    with pytest.raises(ValueError, match="embeddings must be finite"):
+        cluster.instrument_labels(e, pitches, 2)
+    with pytest.raises(ValueError, match="embeddings must be finite"):
+        cluster.spectral_labels(e, 2)

@@ -321,3 +321,27 @@ def test_the_shipped_septimbre_counts_with_its_fitted_model(shipped_models):
     model = count.count_model_from_metadata(meta)
     assert model is not None and model.classes == (1, 2, 3, 4)
     assert count.count_model_from_metadata(read_metadata((shipped_models / "basicamt.onnx").read_bytes())) is None
+
+
+def test_fit_count_refuses_empty_folder_lists_and_unwritable_graphs(tmp_path, shipped_models):
+    import subprocess
+    import sys
+
+    from timbreamt.core.errors import OutputError
+    from timbreamt.training.count import write_count_model
+
+    r = subprocess.run([sys.executable, "-m", "timbreamt", "fit-count", str(shipped_models / "septimbre.onnx"),
+                        "--data", "", "--val", ","], capture_output=True, text=True)
+    assert r.returncode == 2 and "expected one or more folders" in r.stderr and "Traceback" not in r.stderr
+    # a graph whose folder cannot take the new file: one error, nothing left behind, the graph unchanged
+    graph = tmp_path / "graph.onnx"
+    graph.write_bytes((shipped_models / "septimbre.onnx").read_bytes())
+    blocker = tmp_path / "graph.onnx.tmp"
+    blocker.mkdir()                       # the temporary file's name is taken by a folder
+    from timbreamt.core.graph_metadata import read_metadata
+
+    model = count.count_model_from_metadata(read_metadata(graph.read_bytes()))
+    before = graph.read_bytes()
+    with pytest.raises(OutputError, match="cannot write the count model"):
+        write_count_model(graph, model)
+    assert graph.read_bytes() == before and blocker.is_dir()

@@ -187,7 +187,10 @@ def test_train_cli_checkpoints_resumes_and_exports(tmp_path):
     meta = read_metadata((tmp_path / "pitch_models" / "basicamt.onnx").read_bytes())
     assert meta["conv2_rank"] == "8" and meta["neck_bins"] == "84" and meta["conv2_order"] == "time-first"
     for bad, message in ((["septimbre", "--init-from", run, "--teacher", run], "they train basicamt only"),
-                         (["basicamt", "--teacher", run, "--distill", 0], "--distill must be > 0, got 0.0"),
+                         (["basicamt", "--teacher", run, "--distill", 0],
+                          "--distill must be a finite number > 0, got 0.0"),
+                         (["basicamt", "--teacher", run, "--distill", "inf"],
+                          "--distill must be a finite number > 0, got inf"),
                          (["basicamt", "--teacher", tmp_path / "no_run"], "checkpoint not found")):
         r = cli("train", *bad, "--epochs", 1, *[a if a != run else tmp_path / "unused" for a in common])
         assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
@@ -394,3 +397,22 @@ def test_clip_that_cannot_be_written_gives_a_clear_error(tmp_path):
     gone = tmp_path / "removed-while-rendering"
     with pytest.raises(DataError, match="cannot write .*clip_000000.npz"):
         _worker_make((0, 0, "train", str(gone), {"corpus_fraction": 0.0}))
+
+
+def test_a_data_set_refuses_other_settings_and_files_that_are_not_clips(tmp_path):
+    from timbreamt.core.errors import DataError
+    from timbreamt.training.data import check_same_settings, load_clip, read_set_meta, write_set_meta
+
+    meta = {"seed": 0, "split": "train", "programs": [0, 40], "midi_files": [], "midi_fraction": 0.5,
+            "synth_fraction": 0.0, "room_prob": 0.0, "ood": False, "clips": 3}
+    write_set_meta(tmp_path / "meta.json", meta)
+    assert read_set_meta(tmp_path / "meta.json") == meta and not (tmp_path / "meta.json.tmp").exists()
+    check_same_settings(tmp_path, {**meta, "clips": 9})         # more clips of the same set: fine
+    with pytest.raises(DataError, match=r"other settings \(seed 0, not 5\): render into a new folder"):
+        check_same_settings(tmp_path, {**meta, "seed": 5})
+    (tmp_path / "meta.json").write_text('{"seed": 0, "spl')       # cut short
+    with pytest.raises(DataError, match="unreadable .*meta.json"):
+        check_same_settings(tmp_path, meta)
+    np.savez(tmp_path / "clip_000000.npz", x=np.zeros(3))
+    with pytest.raises(DataError, match=r"is not a clip of `timbreamt data` \(no audio, notes, programs\)"):
+        load_clip(tmp_path / "clip_000000.npz")

@@ -187,6 +187,8 @@ def spectral_labels(embeddings: np.ndarray, k: int, temperature: float = 1.0,
     e = np.asarray(embeddings, dtype=np.float64)
     if e.ndim != 2:
         raise ValueError(f"embeddings must be (n, D), got shape {e.shape}")
+    if not np.isfinite(e).all():
+        raise ValueError("embeddings must be finite")
     n = len(e)
     trivial = _trivial_labels(n, k)
     if trivial is not None:
@@ -250,6 +252,8 @@ def instrument_labels(embeddings: np.ndarray, pitches: np.ndarray, k: int, ancho
         raise ValueError(f"pitches must be ({n},), got shape {p.shape}")
     if not np.isfinite(p).all():
         raise ValueError("pitches must be finite")
+    if not np.isfinite(e).all():
+        raise ValueError("embeddings must be finite")
     if sigma <= 0 or temperature <= 0:
         raise ValueError(f"temperature and sigma must be positive, got {temperature} and {sigma}")
     trivial = _trivial_labels(n, k)

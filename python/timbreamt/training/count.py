@@ -20,7 +20,7 @@ import numpy as np
 from ..core import cluster
 from ..core import constants as C
 from ..core import count as count_core
-from ..core.errors import DataError
+from ..core.errors import DataError, OutputError
 from .data import list_clips, load_clip
 
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)
@@ -140,8 +140,13 @@ def write_count_model(graph: str | Path, model: count_core.CountModel) -> None:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     tmp = graph.with_name(graph.name + ".tmp")
-    onnx.save(proto, str(tmp))
-    os.replace(tmp, graph)
+    try:
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, graph)
+    except OSError as exc:
+        if tmp.is_file():         # a half-written file of ours (a folder of that name is not ours)
+            tmp.unlink()
+        raise OutputError(f"cannot write the count model into {graph}: {exc.strerror or exc}") from exc
 
 
 def fit_graph_count(graph: str | Path, train_dirs: list[str | Path], val_dirs: list[str | Path],

@@ -492,7 +492,7 @@ def reuse_earlier_ood_set(out: Path, paths: list[Path]) -> bool:
     meta_path = out / "meta.json"
     if not meta_path.exists():
         return False
-    meta = json.loads(meta_path.read_text())
+    meta = read_set_meta(meta_path)
     # sets made before ood_sources was recorded name their banks in soundfonts (+ synth_families)
     recorded = meta.get("ood_sources") or meta.get("soundfonts", []) + meta.get("synth_families", [])
     if not meta.get("ood") or recorded == ood_source_names():
@@ -541,8 +541,9 @@ def generate(out_dir: str | Path, hours: float, seed: int = 0, split: str = "tra
             "ood_sources": ood_source_names() if ood else []}
     if ood:
         meta["ood_assignment"] = OOD_ASSIGNMENT
+    check_same_settings(out, meta)
     if not (ood and reuse_earlier_ood_set(out, [out / f"clip_{i:06d}.npz" for i in range(n)])):
-        (out / "meta.json").write_text(json.dumps(meta, indent=1))
+        write_set_meta(out / "meta.json", meta)
     jobs = [(seed, i, split, str(out), kwargs) for i in range(n)]
     paths = []
     from tqdm import tqdm
@@ -566,12 +567,53 @@ def list_clips(data_dir: str | Path) -> list[Path]:
     return clips
 
 
+CLIP_ARRAYS = ("audio", "notes", "programs")     # what every clip of `timbreamt data` holds
+
+
 def load_clip(path: str | Path) -> dict[str, np.ndarray]:
+    """A clip's arrays; DataError when the file is unreadable or not a clip of `timbreamt data`."""
     try:
         with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+            arrays = {k: z[k] for k in z.files}
     except Exception as exc:
         raise DataError(f"unreadable clip {path}: {exc}") from exc
+    missing = [k for k in CLIP_ARRAYS if k not in arrays]
+    if missing:
+        raise DataError(f"{path} is not a clip of `timbreamt data` (no {', '.join(missing)})")
+    return arrays
+
+
+def read_set_meta(path: Path) -> dict:
+    """A data set's meta.json; DataError when it cannot be read."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"unreadable {path}: {exc} (render the set into a new folder)") from exc
+
+
+def write_set_meta(path: Path, meta: dict) -> None:
+    """meta.json written whole or not at all (a killed run never leaves half of it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, path)
+
+
+# the settings that decide what a clip of a set holds: more clips may be added to a set, never with others
+RENDER_SETTINGS = ("seed", "split", "programs", "midi_files", "midi_fraction", "synth_fraction", "room_prob", "ood")
+
+
+def check_same_settings(out: Path, meta: dict) -> None:
+    """DataError when ``out`` holds a set rendered with other settings than ``meta``'s (a rerun there would
+    keep its clips under a meta.json that no longer describes them)."""
+    path = out / "meta.json"
+    if not path.is_file():
+        return
+    old = read_set_meta(path)
+    differ = [k for k in RENDER_SETTINGS if k in old and old[k] != meta[k]]
+    if differ:
+        raise DataError(f"{out} holds a data set made with other settings ("
+                        + ", ".join(f"{k} {old[k]!r}, not {meta[k]!r}" for k in differ)
+                        + "): render into a new folder, or give the same settings to add clips")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -156,9 +156,7 @@ def clip_fingerprint(clip_path: str | Path) -> str:
 
 def _clip_audio(clip_path: Path) -> np.ndarray:
     """The mono audio of a clip file as float32; DataError naming the clip when it has none usable."""
-    clip = load_clip(clip_path)
-    if "audio" not in clip or "notes" not in clip:
-        raise DataError(f"{clip_path} is not a clip of `timbreamt data` (no audio or notes)")
+    clip = load_clip(clip_path)     # DataError when it is not a clip of `timbreamt data`
     audio = np.asarray(clip["audio"], dtype=np.float32)
     if audio.ndim != 1 or audio.size < C.HOP:
         raise DataError(f"clip {clip_path} holds no usable audio (shape {audio.shape}, at least {C.HOP} samples)")

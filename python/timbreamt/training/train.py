@@ -9,6 +9,7 @@ lets rank 0 alone validate and write checkpoints.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -411,8 +412,8 @@ def check_config(config: TrainConfig) -> None:
         raise DataError("--teacher and --teacher-maps distil a note branch: they train basicamt only")
     if config.teacher and config.teacher_maps:
         raise DataError("--teacher and --teacher-maps are two teachers: give one")
-    if (config.teacher or config.teacher_maps) and not config.distill > 0:
-        raise DataError(f"--distill must be > 0, got {config.distill}")
+    if (config.teacher or config.teacher_maps) and not (math.isfinite(config.distill) and config.distill > 0):
+        raise DataError(f"--distill must be a finite number > 0, got {config.distill}")
 
 
 def start_processes(config: TrainConfig) -> tuple[int, int, torch.device]:
