@@ -112,6 +112,13 @@ def _tiny_data(tmp_path):
     return data
 
 
+def _data_with_maps(tmp_path, reference_dir):
+    """(data folder, teacher graph, teacher folder): _tiny_data with its teacher maps made."""
+    data, graph, out = _tiny_data(tmp_path), _reference_graph(reference_dir), tmp_path / "teacher"
+    T.write_teacher_maps(data, out, graph, progress=False)
+    return data, graph, out
+
+
 def test_teacher_maps_line_up_with_the_labels_and_resume(tmp_path, reference_dir):
     data = _tiny_data(tmp_path)
     graph = _reference_graph(reference_dir)
@@ -148,10 +155,7 @@ def test_teacher_maps_line_up_with_the_labels_and_resume(tmp_path, reference_dir
 def test_maps_of_other_clips_under_the_same_names_are_never_used(tmp_path, reference_dir):
     from timbreamt.training.data import list_clips, load_clip
 
-    data = _tiny_data(tmp_path)
-    graph = _reference_graph(reference_dir)
-    out = tmp_path / "teacher"
-    T.write_teacher_maps(data, out, graph, progress=False)
+    data, graph, out = _data_with_maps(tmp_path, reference_dir)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     # another data set of the same names and lengths (the form every `timbreamt data` set has)
     other = tmp_path / "other"
@@ -170,10 +174,7 @@ def test_a_rerun_after_a_kill_or_a_new_clip_makes_what_is_missing_and_calibrates
     from conftest import tone
     from timbreamt.training.data import list_clips
 
-    data = _tiny_data(tmp_path)
-    graph = _reference_graph(reference_dir)
-    out = tmp_path / "teacher"
-    T.write_teacher_maps(data, out, graph, progress=False)
+    data, graph, out = _data_with_maps(tmp_path, reference_dir)
     first = json.loads((out / T.TEACHER_META).read_text())["calibration"]
     # a run killed mid-way: a partial file, a map cut short, teacher.json without its calibration
     (out / "clip_000001.partial.npz").write_bytes(b"PK\3\4")
@@ -242,9 +243,7 @@ def test_the_sampler_crops_teacher_maps_with_the_audio(tmp_path, reference_dir):
     from timbreamt.training.data import list_clips
     from timbreamt.training.train import ClipSampler
 
-    data = _tiny_data(tmp_path)
-    out = tmp_path / "teacher"
-    T.write_teacher_maps(data, out, _reference_graph(reference_dir), progress=False)
+    data, _, out = _data_with_maps(tmp_path, reference_dir)
     batch = ClipSampler(data, 1.0, np.random.default_rng(0), teacher_maps=out).batch(4, noise_prob=0.0)
     n = batch["onset"].shape[-1]
     assert batch["teacher_onset"].shape == batch["onset"].shape == (4, C.N_PITCHES, n)

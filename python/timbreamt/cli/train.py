@@ -113,7 +113,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from ..training.data import generate_eval_set
+    from ..training.data import generate_eval_set, read_set_meta
     from ..tools.evaluate import (SPLITS, eval_chart, eval_markdown, evaluate_references, evaluate_set, gap_markdown,
                                   markdown, ood_target_checks, split_summaries, target_checks, targets_markdown)
     from ..training.sources import OOD_SOUNDFONTS, OOD_SYNTH_FAMILIES
@@ -142,7 +142,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     n = len(sets[SPLITS[0]])
     # the sources the OOD set was rendered with (an earlier split's cache is reused as it is): its meta.json's
     ood_meta = Path(args.ood_set) / "meta.json"
-    meta = json.loads(ood_meta.read_text()) if ood_meta.is_file() else {}
+    meta = read_set_meta(ood_meta) if ood_meta.is_file() else {}
     sources = (meta.get("ood_sources") or meta.get("soundfonts", []) + meta.get("synth_families", [])
                or list(OOD_SOUNDFONTS) + list(OOD_SYNTH_FAMILIES))
     ood_names = ", ".join(Path(p).name if p.endswith((".sf2", ".sf3")) else f"{p} synthesis" for p in sources)

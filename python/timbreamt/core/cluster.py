@@ -184,11 +184,7 @@ def spectral_labels(embeddings: np.ndarray, k: int, temperature: float = 1.0,
     embedding is nearest. None, or fewer anchors than k: every note. Labels are renumbered by first
     appearance (the first note gets 0), so they are canonical.
     """
-    e = np.asarray(embeddings, dtype=np.float64)
-    if e.ndim != 2:
-        raise ValueError(f"embeddings must be (n, D), got shape {e.shape}")
-    if not np.isfinite(e).all():
-        raise ValueError("embeddings must be finite")
+    e = _as_embeddings(embeddings)
     n = len(e)
     trivial = _trivial_labels(n, k)
     if trivial is not None:
@@ -197,6 +193,16 @@ def spectral_labels(embeddings: np.ndarray, k: int, temperature: float = 1.0,
     idx = grouping_notes(n, k, anchors, max_notes)
     _, vecs = spectrum(affinity(e[idx], temperature))
     return canonical_labels(extend_labels(e, idx, cluster_qr(vecs[:, :k]), k))
+
+
+def _as_embeddings(embeddings: np.ndarray) -> np.ndarray:
+    """Note embeddings as float64 (n, D); ValueError when not two-dimensional or not finite."""
+    e = np.asarray(embeddings, dtype=np.float64)
+    if e.ndim != 2:
+        raise ValueError(f"embeddings must be (n, D), got shape {e.shape}")
+    if not np.isfinite(e).all():
+        raise ValueError("embeddings must be finite")
+    return e
 
 
 def _trivial_labels(n: int, k: int) -> np.ndarray | None:
@@ -243,17 +249,13 @@ def instrument_labels(embeddings: np.ndarray, pitches: np.ndarray, k: int, ancho
     ``kmeans_steps`` k-means steps on the row-normalised spectral vectors); every other note joins the
     group of highest mean log-affinity. Deterministic; labels renumbered by first appearance.
     """
-    e = np.asarray(embeddings, dtype=np.float64)
-    if e.ndim != 2:
-        raise ValueError(f"embeddings must be (n, D), got shape {e.shape}")
+    e = _as_embeddings(embeddings)
     n = len(e)
     p = np.asarray(pitches, dtype=np.float64)
     if p.shape != (n,):
         raise ValueError(f"pitches must be ({n},), got shape {p.shape}")
     if not np.isfinite(p).all():
         raise ValueError("pitches must be finite")
-    if not np.isfinite(e).all():
-        raise ValueError("embeddings must be finite")
     if sigma <= 0 or temperature <= 0:
         raise ValueError(f"temperature and sigma must be positive, got {temperature} and {sigma}")
     trivial = _trivial_labels(n, k)

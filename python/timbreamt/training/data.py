@@ -468,15 +468,20 @@ def _worker_make(args: tuple) -> str:
     seed, index, split, out_dir, kwargs = args
     path = Path(out_dir) / f"clip_{index:06d}.npz"
     if not path.exists():
-        clip = make_clip(seed, index, split, **kwargs)
-        tmp = path.with_suffix(".tmp.npz")
-        try:
-            np.savez(tmp, **clip)
-            os.replace(tmp, path)
-        except OSError as exc:       # folder removed while rendering, disk full, ...: one clear line
-            tmp.unlink(missing_ok=True)
-            raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
+        save_clip(path, make_clip(seed, index, split, **kwargs))
     return str(path)
+
+
+def save_clip(path: Path, clip: dict[str, np.ndarray]) -> None:
+    """A clip's arrays written whole or not at all (a killed render leaves no truncated clip); DataError
+    when it cannot be written (folder removed while rendering, disk full, ...)."""
+    tmp = path.with_suffix(".tmp.npz")
+    try:
+        np.savez(tmp, **clip)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def ood_source_names() -> list[str]:
@@ -542,8 +547,7 @@ def generate(out_dir: str | Path, hours: float, seed: int = 0, split: str = "tra
     if ood:
         meta["ood_assignment"] = OOD_ASSIGNMENT
     check_same_settings(out, meta)
-    if not (ood and reuse_earlier_ood_set(out, [out / f"clip_{i:06d}.npz" for i in range(n)])):
-        write_set_meta(out / "meta.json", meta)
+    record_set(out, meta, [out / f"clip_{i:06d}.npz" for i in range(n)])
     jobs = [(seed, i, split, str(out), kwargs) for i in range(n)]
     paths = []
     from tqdm import tqdm
@@ -596,6 +600,13 @@ def write_set_meta(path: Path, meta: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, path)
+
+
+def record_set(out: Path, meta: dict, clip_paths: list[Path]) -> None:
+    """Write a set's meta.json, unless ``out`` holds a complete cache of an earlier out-of-distribution split
+    (reuse_earlier_ood_set: kept as it is, with its own meta.json)."""
+    if not (meta.get("ood") and reuse_earlier_ood_set(out, clip_paths)):
+        write_set_meta(out / "meta.json", meta)
 
 
 # the settings that decide what a clip of a set holds: more clips may be added to a set, never with others
@@ -751,10 +762,7 @@ def _worker_make_eval(args: tuple) -> str:
     index, category, n_parts, out_dir, ood, style = args
     path = Path(out_dir) / f"clip_{index:06d}.npz"
     if not path.exists():
-        clip = make_eval_clip(index, category, n_parts, ood=ood, **style)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **clip)
-        os.replace(tmp, path)
+        save_clip(path, make_eval_clip(index, category, n_parts, ood=ood, **style))
     return str(path)
 
 
@@ -780,11 +788,10 @@ def generate_eval_set(out_dir: str | Path, workers: int = 2, limit: int | None =
         meta.update(seed=EVAL_OOD_SEED, synth_families=list(OOD_SYNTH_FAMILIES), ood_sources=ood_source_names(),
                     ood_assignment=OOD_ASSIGNMENT, merlin_programs=list(MERLIN_PROGRAMS))
     meta_path = out / "meta.json"
-    if meta_path.exists() and json.loads(meta_path.read_text()).get("ood", False) != ood:
+    if meta_path.exists() and read_set_meta(meta_path).get("ood", False) != ood:
         raise DataError(f"{out} holds the {'in-distribution' if ood else 'out-of-distribution'} evaluation set; "
                         "give each split its own folder")
-    if not (ood and reuse_earlier_ood_set(out, [out / f"clip_{i:06d}.npz" for i, _, _ in plan])):
-        meta_path.write_text(json.dumps(meta, indent=1))
+    record_set(out, meta, [out / f"clip_{i:06d}.npz" for i, _, _ in plan])
     jobs = [(i, cat, n, str(out), ood, {}) for i, cat, n in plan]
     return _render_eval_form(jobs, ood, workers, progress, "rendering eval set")
 
@@ -820,8 +827,7 @@ def generate_eval_style(out_dir: str | Path, hours: float, seed: int, split: str
     if ood:
         meta.update(ood_sources=ood_source_names(), ood_assignment=OOD_ASSIGNMENT,
                     merlin_programs=list(MERLIN_PROGRAMS))
-    if not (ood and reuse_earlier_ood_set(out, [out / f"clip_{i:06d}.npz" for i in range(n_clips)])):
-        (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    record_set(out, meta, [out / f"clip_{i:06d}.npz" for i in range(n_clips)])
     style = {"seed": seed, "split": split, "programs": C.TRAIN_PROGRAMS}
     jobs = [(i, *categories[i % len(categories)], str(out), ood, style) for i in range(n_clips)]
     return _render_eval_form(jobs, ood, workers, progress, "rendering")
